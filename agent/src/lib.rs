@@ -1,0 +1,4 @@
+//! The hmonitor agent: samples GPUs (NVML), their processes, disks and host facts, and serves
+//! the latest snapshot to readers.
+
+pub mod collect;
