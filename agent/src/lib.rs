@@ -1,4 +1,9 @@
-//! The hmonitor agent: samples GPUs (NVML), their processes, disks and host facts, and serves
-//! the latest snapshot to readers.
+//! The hmonitor agent: samples GPUs (NVML), their processes, disks and host facts on threads of
+//! their own, and serves the latest snapshot to readers (the pull API, `--once`).
 
+pub mod allow;
 pub mod collect;
+pub mod config;
+pub mod pull;
+pub mod report;
+pub mod sampler;

@@ -2,5 +2,6 @@
 //! None of them keeps global state; the sampler owns them.
 
 pub mod disks;
+pub mod gpu;
 pub mod host;
 pub mod procs;

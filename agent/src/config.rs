@@ -1,0 +1,152 @@
+//! Command-line flags and environment variables. Flags beat the environment, which beats the
+//! defaults (clap's `env` fallback); `--help` names the variable behind each flag.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::allow::Allowlist;
+use crate::sampler::SamplerConfig;
+
+/// Longest command line reported with HMON_CMDLINE=1, in bytes: enough to tell jobs apart,
+/// bounded so one process cannot bloat every frame.
+pub const CMDLINE_MAX: usize = 512;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "hmonitor",
+    version,
+    about = "hmonitor agent: reports this host's GPUs, their processes, disks and host facts",
+    long_about = "hmonitor agent: reports this host's GPUs (through NVML), the processes on them, \
+                  disks and host facts. Runs as an ordinary user.\n\n\
+                  Print one report:      hmonitor --once [--json]\n\
+                  Serve the pull API:    GOHM_ADDR=0.0.0.0:9203 GOHM_ALLOW=10.1.2.3/32 hmonitor"
+)]
+pub struct Args {
+    /// Address for the pull API (gRPC HostMonitor.GetInfo), e.g. 0.0.0.0:9203.
+    #[arg(long, env = "GOHM_ADDR", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Who may call the pull API: comma-separated CIDRs, e.g. 10.1.2.3/32. Checked when a
+    /// connection is accepted, before anything is read from it. Default: loopback only.
+    #[arg(long, env = "GOHM_ALLOW", value_name = "CIDRS")]
+    pub allow: Option<Allowlist>,
+
+    /// Token that RequestInfo.token must match; unset = no token needed.
+    #[arg(long, env = "HMON_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Host id reported to readers [default: the hostname].
+    #[arg(long, env = "HMON_ID", value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Primary IP to report [default: the address of the interface holding the default route].
+    #[arg(long, env = "HMON_IP", value_name = "IP")]
+    pub ip: Option<String>,
+
+    /// Sampling interval, e.g. 2s, 500ms, 1m.
+    #[arg(long, env = "HMON_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// A sample older than this is reported stale [default: 3 × interval].
+    #[arg(long, env = "HMON_STALE_AFTER", value_parser = parse_duration)]
+    pub stale_after: Option<Duration>,
+
+    /// NVML library to load [default: libnvidia-ml.so.1 through the loader path].
+    #[arg(long, env = "HMON_NVML_LIB", value_name = "PATH")]
+    pub nvml_lib: Option<OsString>,
+
+    /// Report each GPU process's command line (can hold secrets; off by default).
+    #[arg(
+        long,
+        env = "HMON_CMDLINE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool
+    )]
+    pub cmdline: bool,
+
+    /// Print one report and exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// With --once: print the report as JSON (field names from the proto).
+    #[arg(long, requires = "once")]
+    pub json: bool,
+
+    /// Log filter, e.g. info, debug, hmonitor_agent=debug.
+    #[arg(long, env = "HMON_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+impl Args {
+    pub fn sampler_config(&self) -> SamplerConfig {
+        let mut cfg = SamplerConfig::new(self.interval);
+        cfg.id = self.id.clone().filter(|s| !s.is_empty());
+        cfg.ip = self.ip.clone().filter(|s| !s.is_empty());
+        cfg.stale_after = self.stale_after.unwrap_or(self.interval * 3);
+        cfg.nvml_lib = self.nvml_lib.clone().filter(|s| !s.is_empty());
+        cfg.cmdline_max = self.cmdline.then_some(CMDLINE_MAX);
+        cfg
+    }
+}
+
+/// "2s", "500ms", "1m"; a bare number is seconds (the seed's style of configuration).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("{s:?} is not a positive duration")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration (e.g. 2s, 500ms): {e}"))?,
+    };
+    if d < Duration::from_millis(100) {
+        return Err(format!("{s:?} is too short: at least 100ms"));
+    }
+    Ok(d)
+}
+
+/// 1/0, true/false, yes/no, on/off.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a yes/no value (use 1 or 0)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1ms").is_err());
+    }
+
+    #[test]
+    fn flags_beat_defaults_and_cmdline_is_off_unless_asked() {
+        let a = Args::try_parse_from(["hmonitor", "--interval", "1s", "--cmdline"]).expect("parse");
+        assert_eq!(a.interval, Duration::from_secs(1));
+        assert!(a.cmdline);
+        assert_eq!(a.sampler_config().stale_after, Duration::from_secs(3));
+        let b = Args::try_parse_from(["hmonitor"]).expect("parse");
+        assert!(!b.cmdline || std::env::var_os("HMON_CMDLINE").is_some());
+    }
+
+    #[test]
+    fn a_bad_allowlist_is_refused_with_the_bad_part_named() {
+        let err = Args::try_parse_from(["hmonitor", "--allow", "10.0.0.0/8,nonsense"])
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("nonsense"), "{err}");
+    }
+}

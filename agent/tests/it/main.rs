@@ -1,0 +1,12 @@
+//! The agent's integration tests: the real `hmonitor` binary on the NVML stand-in, real child
+//! processes as GPU processes, real gRPC on loopback. One test binary (ripgrep's layout).
+
+mod harness;
+mod once;
+mod pull;
+
+/// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
+pub mod seed {
+    #![allow(clippy::all, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/seed/gpu.rs"));
+}
