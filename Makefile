@@ -20,7 +20,7 @@ test-rust:
 # An unmodified third-party NVML client (PyPI nvidia-ml-py + gpustat) on the NVML stand-in.
 test-gpustat:
 	$(CARGO) build -p hmonitor-nvml-stub
-	VENV=$(VENV) bash agent/nvml-stub/tests/gpustat-compat.sh
+	GPUSTAT_VENV=$(VENV) bash agent/nvml-stub/tests/gpustat-compat.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".gpu.HostInfo.err_kind",
             "#[serde(with = \"crate::json::error_kind\")]",
         )
-        .field_attribute(".gpu.ProcInfo.kind", "#[serde(with = \"crate::json::proc_kind\")]")
+        .field_attribute(
+            ".gpu.ProcInfo.kind",
+            "#[serde(with = \"crate::json::proc_kind\")]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -104,7 +104,8 @@ pub fn table(h: &HostInfo) -> String {
                 p.basename.as_deref().unwrap_or("?"),
                 gib(p.mem),
                 opt(p.utilization, "%"),
-                p.expiration.map_or_else(|| "n/a".to_owned(), human_duration),
+                p.expiration
+                    .map_or_else(|| "n/a".to_owned(), human_duration),
                 p.container
                     .as_deref()
                     .map(|c| format!("  container {}", &c[..c.len().min(12)]))

@@ -269,20 +269,22 @@ where
     F: FnMut() -> T + Send + 'static,
 {
     let (tx, rx) = watch::channel(None);
-    thread::Builder::new().name(name.to_owned()).spawn(move || loop {
-        let start = Instant::now();
-        let value = sample();
-        let stamped = Stamped {
-            at: SystemTime::now(),
-            taken: Instant::now(),
-            value,
-        };
-        if tx.send(Some(Arc::new(stamped))).is_err() {
-            return;
-        }
-        // Fixed rate, not fixed delay: a slow sample does not shift every later one.
-        thread::sleep(interval.saturating_sub(start.elapsed()));
-    })?;
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || loop {
+            let start = Instant::now();
+            let value = sample();
+            let stamped = Stamped {
+                at: SystemTime::now(),
+                taken: Instant::now(),
+                value,
+            };
+            if tx.send(Some(Arc::new(stamped))).is_err() {
+                return;
+            }
+            // Fixed rate, not fixed delay: a slow sample does not shift every later one.
+            thread::sleep(interval.saturating_sub(start.elapsed()));
+        })?;
     Ok(rx)
 }
 
@@ -312,15 +314,26 @@ mod tests {
         );
         assert!(info.stale);
         assert_eq!(info.err_kind, ErrorKind::Timeout as i32);
-        assert!(info.err.contains("GPU readings are 20 s old"), "{}", info.err);
-        assert!(info.err.contains("host readings not available"), "{}", info.err);
+        assert!(
+            info.err.contains("GPU readings are 20 s old"),
+            "{}",
+            info.err
+        );
+        assert!(
+            info.err.contains("host readings not available"),
+            "{}",
+            info.err
+        );
         assert_eq!(info.disks.len(), 1);
     }
 
     #[test]
     fn fresh_samples_are_not_stale_and_a_missing_driver_is_said_plainly() {
         let gpu: Stamped<GpuPart> = stamped(
-            Err((ErrorKind::NoDriver, "NVIDIA driver library not found".into())),
+            Err((
+                ErrorKind::NoDriver,
+                "NVIDIA driver library not found".into(),
+            )),
             Duration::ZERO,
         );
         let info = assemble(

@@ -70,8 +70,14 @@ mod tests {
 
     #[test]
     fn unavailable_is_distinct_from_zero_on_the_wire() {
-        let fanless = GpuInfo { fanspeed: None, ..Default::default() };
-        let stopped = GpuInfo { fanspeed: Some(0), ..Default::default() };
+        let fanless = GpuInfo {
+            fanspeed: None,
+            ..Default::default()
+        };
+        let stopped = GpuInfo {
+            fanspeed: Some(0),
+            ..Default::default()
+        };
         let a = GpuInfo::decode(fanless.encode_to_vec().as_slice()).expect("decode");
         let b = GpuInfo::decode(stopped.encode_to_vec().as_slice()).expect("decode");
         assert_eq!(a.fanspeed, None);

@@ -115,9 +115,9 @@ impl GpuCollector {
 
 fn init_error(lib: &OsStr, e: NvmlError) -> InitError {
     match e {
+        // libloading's message already names the file and the loader's reason.
         NvmlError::LibloadingError(inner) => InitError::NoDriver(format!(
-            "NVIDIA driver library not found ({}): {inner}; GPUs cannot be read, everything else is reported",
-            lib.to_string_lossy()
+            "NVIDIA driver library not found: {inner}; GPUs cannot be read, everything else is reported"
         )),
         NvmlError::DriverNotLoaded => InitError::NoDriver(
             "NVIDIA driver is not loaded (NVML: driver not loaded); GPUs cannot be read, everything else is reported"
@@ -139,9 +139,9 @@ fn cuda_version_string(v: i32) -> String {
 pub fn error_kind(e: &NvmlError) -> ErrorKind {
     match e {
         NvmlError::GpuLost | NvmlError::ResetRequired => ErrorKind::Lost,
-        NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_) => {
-            ErrorKind::NotSupported
-        }
+        NvmlError::NotSupported
+        | NvmlError::FunctionNotFound
+        | NvmlError::FailedToLoadSymbol(_) => ErrorKind::NotSupported,
         NvmlError::NoPermission => ErrorKind::NoPermission,
         NvmlError::Timeout => ErrorKind::Timeout,
         _ => ErrorKind::Unknown,
@@ -381,6 +381,9 @@ mod tests {
             .err()
             .expect("must fail");
         assert_eq!(err.kind(), ErrorKind::NoDriver);
-        assert!(err.to_string().contains("NVIDIA driver library not found"), "{err}");
+        assert!(
+            err.to_string().contains("NVIDIA driver library not found"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,10 @@ pub fn stub_lib() -> PathBuf {
             return p;
         }
     }
-    panic!("libnvidia_ml.so (the NVML stand-in) not found next to {}", exe.display());
+    panic!(
+        "libnvidia_ml.so (the NVML stand-in) not found next to {}",
+        exe.display()
+    );
 }
 
 /// A fresh directory for one test; removed on drop.
@@ -138,19 +141,18 @@ pub fn hmonitor_on(scenario: &Path) -> Command {
 
 /// Runs `hmonitor --once --json` and parses the report; panics with stderr on failure.
 pub fn once_json(mut cmd: Command) -> Value {
-    let out = cmd.args(["--once", "--json"]).output().expect("run hmonitor");
+    let out = cmd
+        .args(["--once", "--json"])
+        .output()
+        .expect("run hmonitor");
     assert!(
         out.status.success(),
         "hmonitor --once --json failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A running agent serving the pull API; killed on drop. Its stderr is collected.
@@ -221,7 +223,10 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

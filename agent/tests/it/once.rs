@@ -24,7 +24,10 @@ fn eight_gpus_with_live_processes_are_all_reported() {
     for (i, g) in gpus(&report).iter().enumerate() {
         assert_eq!(g["id"], i as u64);
         assert_eq!(g["name"], "NVIDIA H200");
-        assert_eq!(g["uuid"], format!("GPU-{i:08x}-1111-2222-3333-444455556666"));
+        assert_eq!(
+            g["uuid"],
+            format!("GPU-{i:08x}-1111-2222-3333-444455556666")
+        );
         assert_eq!(g["mem_total"], 150_754_820_096u64);
         assert_eq!(g["mem_reserved"], 600u64 * 1024 * 1024);
         assert_eq!(g["utilization"], 10 * i as u64);
@@ -35,7 +38,10 @@ fn eight_gpus_with_live_processes_are_all_reported() {
         assert_eq!(procs.len(), 2, "gpu {i}: {procs:#?}");
         for p in procs {
             let pid = p["pid"].as_u64().expect("pid") as u32;
-            assert!(pid == pids[2 * i] || pid == pids[2 * i + 1], "unexpected pid {pid}");
+            assert!(
+                pid == pids[2 * i] || pid == pids[2 * i + 1],
+                "unexpected pid {pid}"
+            );
             assert_eq!(p["uid"], uid);
             assert_eq!(p["username"], user.as_str());
             assert_eq!(p["basename"], "sleep");
@@ -66,7 +72,11 @@ fn a_lost_gpu_carries_its_own_error_while_the_others_report() {
     let g = gpus(&report);
     assert_eq!(g.len(), 8);
     assert_eq!(g[3]["err_kind"], "ERROR_KIND_LOST");
-    assert!(g[3]["err"].as_str().expect("err").contains("lost"), "{:#}", g[3]);
+    assert!(
+        g[3]["err"].as_str().expect("err").contains("lost"),
+        "{:#}",
+        g[3]
+    );
     assert_eq!(g[3]["mem_used"], Value::Null);
     for (i, other) in g.iter().enumerate().filter(|(i, _)| *i != 3) {
         assert_eq!(other["err_kind"], "ERROR_KIND_NONE", "gpu {i}");
@@ -112,13 +122,19 @@ fn a_driver_that_is_not_loaded_is_reported_as_no_driver() {
     let s = json!({ "no_driver": true });
     let report = once_json(hmonitor_on(&write_scenario(dir.path(), &s)));
     assert_eq!(report["err_kind"], "ERROR_KIND_NO_DRIVER");
-    assert!(report["err"].as_str().expect("err").contains("not loaded"), "{report:#}");
+    assert!(
+        report["err"].as_str().expect("err").contains("not loaded"),
+        "{report:#}"
+    );
 }
 
 #[test]
 fn a_host_without_gpus_reports_none_and_exits_zero() {
     let dir = tempdir();
-    let report = once_json(hmonitor_on(&write_scenario(dir.path(), &json!({ "gpus": [] }))));
+    let report = once_json(hmonitor_on(&write_scenario(
+        dir.path(),
+        &json!({ "gpus": [] }),
+    )));
     assert_eq!(gpus(&report).len(), 0);
     assert_eq!(report["err"], "");
 }
@@ -127,10 +143,18 @@ fn a_host_without_gpus_reports_none_and_exits_zero() {
 fn command_lines_only_when_enabled_and_bounded() {
     let dir = tempdir();
     let long_arg = "x".repeat(5000);
-    let mut child = std::process::Command::new("sleep")
-        .args(["300", &long_arg])
+    // A shell that stays (the trailing `:` keeps it from exec'ing sleep), with a 5000-byte argument.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 300; :", "sh", &long_arg])
         .spawn()
         .expect("spawn");
+    // Right after fork the child's command line is still being replaced by exec.
+    let proc_cmdline = format!("/proc/{}/cmdline", child.id());
+    eventually(std::time::Duration::from_secs(5), || {
+        std::fs::read(&proc_cmdline)
+            .ok()
+            .filter(|b| b.starts_with(b"sh\0-c"))
+    });
     let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
     let scenario = write_scenario(dir.path(), &s);
     let mut cmd = hmonitor_on(&scenario);
@@ -142,7 +166,10 @@ fn command_lines_only_when_enabled_and_bounded() {
         .as_str()
         .expect("cmdline present")
         .to_owned();
-    assert!(cmdline.starts_with("sleep 300 xxx"), "{cmdline}");
+    assert!(
+        cmdline.starts_with("sh -c sleep 300; : sh xxx"),
+        "{cmdline}"
+    );
     assert!(cmdline.len() <= 520, "not bounded: {} bytes", cmdline.len());
 }
 
@@ -155,7 +182,10 @@ fn plain_once_prints_a_readable_table() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("NVIDIA H200").count(), 8, "{text}");
-    assert!(text.contains(&format!("pid {:<8}", children.pids()[0])), "{text}");
+    assert!(
+        text.contains(&format!("pid {:<8}", children.pids()[0])),
+        "{text}"
+    );
     assert!(text.contains("DISK"), "{text}");
 }
 

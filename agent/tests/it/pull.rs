@@ -98,7 +98,11 @@ async fn a_client_from_the_seed_proto_gets_the_no_driver_error() {
         .await
         .expect("GetInfo")
         .into_inner();
-    assert!(info.err.contains("NVIDIA driver library not found"), "{}", info.err);
+    assert!(
+        info.err.contains("NVIDIA driver library not found"),
+        "{}",
+        info.err
+    );
     assert!(info.gpus.is_empty());
     assert!(!info.disks.is_empty());
 }
@@ -114,13 +118,21 @@ async fn callers_outside_the_allowlist_get_nothing() {
     // From 127.0.0.1: the connection is closed before anything is read; no answer at all.
     for _ in 0..2 {
         let refused = match channel_from("127.0.0.1", agent.addr).await {
-            Ok(ch) => get_info(ch, "").await.map(|_| ()).map_err(|e| e.to_string()),
+            Ok(ch) => get_info(ch, "")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        assert!(refused.is_err(), "a caller outside the allowlist was answered");
+        assert!(
+            refused.is_err(),
+            "a caller outside the allowlist was answered"
+        );
     }
     // From 127.0.0.2, inside the range: answered.
-    let ch = channel_from("127.0.0.2", agent.addr).await.expect("connect");
+    let ch = channel_from("127.0.0.2", agent.addr)
+        .await
+        .expect("connect");
     let info = get_info(ch, "").await.expect("allowed caller answered");
     assert!(!info.hostname.is_empty());
 
@@ -145,7 +157,9 @@ async fn the_token_is_checked_when_set() {
         .await
         .expect("connect");
 
-    let wrong = get_info(ch.clone(), "s3cret-tokem").await.expect_err("wrong token");
+    let wrong = get_info(ch.clone(), "s3cret-tokem")
+        .await
+        .expect_err("wrong token");
     assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
     let missing = get_info(ch.clone(), "").await.expect_err("no token");
     assert_eq!(missing.code(), tonic::Code::Unauthenticated);
@@ -162,7 +176,8 @@ async fn a_hung_nvml_call_never_freezes_the_agent() {
     let mut s = eight_gpus(&children);
     let scenario = write_scenario(dir.path(), &s);
     let mut cmd = hmonitor_on(&scenario);
-    cmd.env("HMON_INTERVAL", "200ms").env("HMON_STALE_AFTER", "1s");
+    cmd.env("HMON_INTERVAL", "200ms")
+        .env("HMON_STALE_AFTER", "1s");
     let agent = Agent::start(cmd);
     let ch = Endpoint::from_shared(agent.url())
         .expect("endpoint")
@@ -184,12 +199,17 @@ async fn a_hung_nvml_call_never_freezes_the_agent() {
     let start = Instant::now();
     let stale = loop {
         let asked = Instant::now();
-        let info = get_info(ch.clone(), "").await.expect("GetInfo while NVML hangs");
+        let info = get_info(ch.clone(), "")
+            .await
+            .expect("GetInfo while NVML hangs");
         assert!(asked.elapsed() < Duration::from_secs(1), "GetInfo blocked");
         if info.stale {
             break info;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "never marked stale");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never marked stale"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // The last GPU readings are kept, said to be old; host facts stay fresh.
