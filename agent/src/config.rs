@@ -78,9 +78,9 @@ pub struct Args {
     #[arg(long, requires = "once")]
     pub json: bool,
 
-    /// Log filter, e.g. info, debug, hmonitor_agent=debug.
-    #[arg(long, env = "HMON_LOG", default_value = "info", value_name = "FILTER")]
-    pub log: String,
+    /// Log filter, e.g. info, debug, hmonitor_agent=debug [default: info; warn with --once].
+    #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 impl Args {

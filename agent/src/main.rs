@@ -13,7 +13,9 @@ use hmonitor_agent::sampler::Sampler;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+    // A one-shot report keeps stderr for what went wrong.
+    let default_log = if args.once { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_new(args.log.as_deref().unwrap_or(default_log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::codes::{nvmlReturn_t, UNINITIALIZED};
 use crate::scenario::{self, Scenario, MAX_GPUS};
@@ -88,7 +88,13 @@ struct Loader {
     last_good: Option<Arc<Scenario>>,
     /// The last error printed, so that each is printed once.
     last_reported: Option<String>,
+    /// When the file was last looked at. A client makes dozens of calls per pass; looking at
+    /// the file once per `RECHECK` instead of once per call keeps the stand-in's own cost out
+    /// of the agent's measured CPU time, and a change is still seen within a few milliseconds.
+    checked: Option<Instant>,
 }
+
+const RECHECK: Duration = Duration::from_millis(5);
 
 static LOADER: Mutex<Option<Loader>> = Mutex::new(None);
 
@@ -124,6 +130,12 @@ impl Loader {
     }
 
     fn load(&mut self, path: OsString) -> Result<Arc<Scenario>, String> {
+        if let (Some(cache), Some(at)) = (&self.cache, self.checked) {
+            if cache.path == path && at.elapsed() < RECHECK {
+                return cache.result.clone();
+            }
+        }
+        self.checked = Some(Instant::now());
         let shown = Path::new(&path).display().to_string();
         let meta = match std::fs::metadata(&path) {
             Ok(meta) => meta,

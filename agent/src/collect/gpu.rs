@@ -16,7 +16,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 
-use super::procs::ProcReader;
+use super::procs::{ProcFacts, ProcReader};
 
 /// The file name NVML is loaded from when no path is given (found through the loader path).
 pub const DEFAULT_LIB: &str = "libnvidia-ml.so.1";
@@ -99,7 +99,7 @@ impl GpuCollector {
             let gpu = match self.nvml.device_by_index(index) {
                 Ok(device) => {
                     let last_seen = self.last_seen.get(&index).copied();
-                    let (gpu, newest) = read_gpu(index, &device, last_seen, &mut self.procs, now);
+                    let (gpu, newest) = read_gpu(index, &device, last_seen);
                     if let Some(ts) = newest {
                         self.last_seen.insert(index, ts);
                     }
@@ -108,6 +108,18 @@ impl GpuCollector {
                 Err(e) => failed_gpu(index, &e),
             };
             out.gpus.push(gpu);
+        }
+        // One /proc pass for all GPUs: a process on several GPUs is read once.
+        let pids: Vec<u32> = out
+            .gpus
+            .iter()
+            .flat_map(|g| g.procs.iter().map(|p| p.pid))
+            .collect();
+        let facts = self.procs.read_all(&pids, now);
+        for p in out.gpus.iter_mut().flat_map(|g| g.procs.iter_mut()) {
+            if let Some(f) = facts.get(&p.pid) {
+                fill_process(p, f.clone());
+            }
         }
         out
     }
@@ -201,13 +213,7 @@ impl Readings<'_> {
 }
 
 /// Reads one GPU; returns it and the newest process-utilization timestamp seen.
-fn read_gpu(
-    index: u32,
-    device: &Device<'_>,
-    last_seen: Option<u64>,
-    procs: &mut ProcReader,
-    now: SystemTime,
-) -> (GpuInfo, Option<u64>) {
+fn read_gpu(index: u32, device: &Device<'_>, last_seen: Option<u64>) -> (GpuInfo, Option<u64>) {
     let mut gpu = GpuInfo {
         id: index_i32(index),
         ..Default::default()
@@ -323,21 +329,24 @@ fn read_gpu(
             p.utilization = Some(percent(sm));
             p.mem_utilization = Some(percent(mu));
         }
-        let facts = procs.read(p.pid, now);
-        p.uid = facts.uid.and_then(|u| i32::try_from(u).ok());
-        p.username = facts.username;
-        p.basename = facts.basename;
-        p.expiration = facts.running_s;
-        p.started_ms = facts.started_ms;
-        p.cmdline = facts.cmdline;
-        if let Some(c) = facts.container {
-            p.container = Some(c.id);
-            p.container_runtime = Some(c.runtime.to_owned());
-        }
     }
     by_pid.sort_by_key(|p| p.pid);
     gpu.procs = by_pid;
     (gpu, newest)
+}
+
+/// Who and what a process is, from /proc.
+fn fill_process(p: &mut ProcInfo, facts: ProcFacts) {
+    p.uid = facts.uid.and_then(|u| i32::try_from(u).ok());
+    p.username = facts.username;
+    p.basename = facts.basename;
+    p.expiration = facts.running_s;
+    p.started_ms = facts.started_ms;
+    p.cmdline = facts.cmdline;
+    if let Some(c) = facts.container {
+        p.container = Some(c.id);
+        p.container_runtime = Some(c.runtime.to_owned());
+    }
 }
 
 fn pstate_number(p: PerformanceState) -> Option<u32> {

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,9 @@ pub struct Container {
     pub id: String,
 }
 
+/// Most bytes read of one /proc text (stat, status, cgroup): far above what the kernel writes,
+/// a bound all the same.
+const PROC_TEXT_MAX: u64 = 256 * 1024;
 /// The kernel's limit on /proc/PID/comm (TASK_COMM_LEN − 1).
 const COMM_MAX: usize = 15;
 /// Longest argv[0] read to extend a cut comm; argv[0] is a path, and PATH_MAX is 4096.
@@ -85,6 +89,57 @@ pub struct ProcReader {
     /// `None` when sysconf gave an impossible 0.
     ticks_per_s: Option<u64>,
     cmdline_max: Option<usize>,
+    /// Facts of the processes seen in the last pass, keyed by pid, with the start time (in
+    /// ticks) that identifies the process: a GPU job lives for hours and its owner, name and
+    /// container do not change, so a later pass reads only /proc/PID/stat (one file instead of
+    /// four) and reuses the rest while the pid still names the same process.
+    known: HashMap<u32, Known>,
+    /// Whether `root` is the live /proc, where pidfds can stand in for re-reading.
+    live_proc: bool,
+}
+
+/// A process read in an earlier pass.
+#[derive(Debug)]
+struct Known {
+    /// Start time in clock ticks since boot: with the pid, it names one process.
+    start: u64,
+    facts: ProcFacts,
+    /// A pidfd of the process (Linux 5.3+): it becomes readable when the process exits, so one
+    /// `poll` over all of them tells which cached pids still name the same processes, without
+    /// reading /proc at all.
+    pidfd: Option<OwnedFd>,
+}
+
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// The cached pids whose pidfd says the process has exited (or cannot say).
+fn exited_pids(known: &HashMap<u32, Known>) -> std::collections::HashSet<u32> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let with_fd: Vec<(u32, &OwnedFd)> = known
+        .iter()
+        .filter_map(|(pid, k)| k.pidfd.as_ref().map(|fd| (*pid, fd)))
+        .collect();
+    let mut fds: Vec<PollFd<'_>> = with_fd
+        .iter()
+        .map(|(_, fd)| PollFd::new(*fd, PollFlags::IN))
+        .collect();
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if poll(&mut fds, Some(&zero)).is_err() {
+        // Cannot tell: treat every cached process as unknown, so all are read again.
+        return with_fd.iter().map(|(pid, _)| *pid).collect();
+    }
+    with_fd
+        .iter()
+        .zip(&fds)
+        .filter(|(_, fd)| !fd.revents().is_empty())
+        .map(|((pid, _), _)| *pid)
+        .collect()
 }
 
 impl ProcReader {
@@ -97,13 +152,75 @@ impl ProcReader {
     /// A reader of a /proc-like tree at `root` (tests build one in a temporary directory).
     pub fn with_root(root: impl Into<PathBuf>, cmdline_max: Option<usize>) -> Self {
         let ticks = procfs::ticks_per_second();
+        let root: PathBuf = root.into();
         Self {
-            root: root.into(),
+            live_proc: root == Path::new("/proc"),
+            root,
             users: UserCache::default(),
             boot_time_s: None,
             ticks_per_s: (ticks > 0).then_some(ticks),
             cmdline_max,
+            known: HashMap::new(),
         }
+    }
+
+    /// Facts for every pid of one sampling pass. Processes not in `pids` are forgotten, so the
+    /// cache holds at most one pass's processes.
+    pub fn read_all(&mut self, pids: &[u32], now: SystemTime) -> HashMap<u32, ProcFacts> {
+        let mut known = std::mem::take(&mut self.known);
+        let exited = exited_pids(&known);
+        let mut out = HashMap::with_capacity(pids.len());
+        for &pid in pids {
+            if out.contains_key(&pid) {
+                continue;
+            }
+            let reusable = known.remove(&pid).and_then(|k| {
+                let same = match &k.pidfd {
+                    // A live pidfd proves the pid still names the process it was opened for.
+                    Some(_) => !exited.contains(&pid),
+                    // Without one, compare start times (one read of /proc/PID/stat).
+                    None => self.read_stat(pid).is_some_and(|s| s.starttime == k.start),
+                };
+                same.then_some(k)
+            });
+            let facts = match reusable {
+                Some(mut k) => {
+                    k.facts.running_s = k.facts.started_ms.and_then(|t| running_s(t, now));
+                    let facts = k.facts.clone();
+                    self.known.insert(pid, k);
+                    facts
+                }
+                None => {
+                    // The pidfd is opened before /proc is read: if the process is still alive
+                    // at the next pass, everything read now was read of that same process.
+                    let pidfd = self.live_proc.then(|| open_pidfd(pid)).flatten();
+                    let stat = self.read_stat(pid);
+                    let start = stat.as_ref().map(|s| s.starttime);
+                    let facts = self.read_with_stat(pid, stat, now);
+                    // Only a fully identified process is worth keeping.
+                    if let (Some(start), Some(_)) = (start, facts.uid) {
+                        let k = Known {
+                            start,
+                            facts: facts.clone(),
+                            pidfd,
+                        };
+                        self.known.insert(pid, k);
+                    }
+                    facts
+                }
+            };
+            out.insert(pid, facts);
+        }
+        out
+    }
+
+    fn read_stat(&self, pid: u32) -> Option<ProcStat> {
+        let path = self.root.join(pid.to_string()).join("stat");
+        read_lossy(&path).and_then(|text| {
+            parse_stat(&text)
+                .map_err(|e| tracing::debug!(pid, "/proc/{pid}/stat: {e}"))
+                .ok()
+        })
     }
 
     /// Everything readable about `pid` at `now`. Never fails: a pid that does not exist gives
@@ -111,6 +228,11 @@ impl ProcReader {
     ///
     /// The username lookup may go to LDAP on a cache miss; call this off any async executor.
     pub fn read(&mut self, pid: u32, now: SystemTime) -> ProcFacts {
+        let stat = self.read_stat(pid);
+        self.read_with_stat(pid, stat, now)
+    }
+
+    fn read_with_stat(&mut self, pid: u32, stat: Option<ProcStat>, now: SystemTime) -> ProcFacts {
         let dir = self.root.join(pid.to_string());
         let uid = read_lossy(&dir.join("status")).and_then(|text| {
             parse_status_uid(&text)
@@ -119,18 +241,15 @@ impl ProcReader {
         });
         let username = uid.and_then(|uid| self.users.name(uid));
 
-        let stat = read_lossy(&dir.join("stat")).and_then(|text| {
-            parse_stat(&text)
-                .map_err(|e| tracing::debug!(pid, "/proc/{pid}/stat: {e}"))
-                .ok()
-        });
         let started_ms = stat.as_ref().and_then(|s| self.started_ms(s.starttime));
         let running_s = started_ms.and_then(|started| running_s(started, now));
 
-        // comm is the same name as stat's, but stat's may be lost while comm is not.
-        let comm = read_lossy(&dir.join("comm"))
-            .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_string())
-            .or_else(|| stat.map(|s| s.comm));
+        // stat carries the same name as comm; comm is read only when stat could not be.
+        let comm = match stat {
+            Some(s) => Some(s.comm),
+            None => read_lossy(&dir.join("comm"))
+                .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_string()),
+        };
         let basename = comm.map(|comm| {
             if comm.len() < COMM_MAX {
                 return comm;
@@ -346,8 +465,12 @@ fn is_container_id(s: &str) -> bool {
 /// not lose the other fields. `None` when unreadable; a file that vanished (the process exited)
 /// is expected and not logged.
 fn read_lossy(path: &Path) -> Option<String> {
-    match std::fs::read(path) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    // Not `fs::read` nor `File::read_to_end`: /proc files report size 0, so their size hint
+    // costs a statx and an lseek per file, then small probing reads. `take` skips the hint,
+    // bounds the read, and one page covers stat, status and cgroup in one or two reads.
+    let mut bytes = Vec::with_capacity(4096);
+    match File::open(path).and_then(|f| f.take(PROC_TEXT_MAX).read_to_end(&mut bytes)) {
+        Ok(_) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) => {
             log_read_error(path, &e);
             None
@@ -658,6 +781,43 @@ mod tests {
         // Above the kernel's PID_MAX_LIMIT (4194304), so never a live pid.
         let facts = reader.read(4_194_305, SystemTime::now());
         assert_eq!(facts, ProcFacts::default());
+    }
+
+    #[test]
+    fn later_passes_reuse_facts_until_the_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let comm_path = format!("/proc/{pid}/comm");
+        for _ in 0..200 {
+            if std::fs::read(&comm_path).is_ok_and(|b| b.starts_with(b"sleep")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut reader = ProcReader::new(None);
+        let t0 = SystemTime::now();
+        let first = reader.read_all(&[pid, pid], t0)[&pid].clone();
+        assert_eq!(first.basename.as_deref(), Some("sleep"));
+        assert!(
+            reader.known[&pid].pidfd.is_some(),
+            "pidfd expected on Linux 5.3+"
+        );
+
+        // A later pass answers from the cache, with the running time moved on.
+        let later = reader.read_all(&[pid], t0 + Duration::from_secs(100))[&pid].clone();
+        assert_eq!(later.uid, first.uid);
+        assert_eq!(later.basename, first.basename);
+        assert_eq!(later.running_s, first.running_s.map(|r| r + 100));
+
+        // Once it has exited, the pidfd says so and the pid is read afresh: nothing readable.
+        let _ = child.kill();
+        let _ = child.wait();
+        let gone = reader.read_all(&[pid], SystemTime::now())[&pid].clone();
+        assert_eq!(gone, ProcFacts::default());
+        assert!(reader.known.is_empty());
     }
 
     #[test]
