@@ -22,6 +22,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".gpu.ProcInfo.kind",
             "#[serde(with = \"crate::json::proc_kind\")]",
         )
+        .field_attribute(
+            ".gpu.HostState.status",
+            "#[serde(with = \"crate::json::host_status\")]",
+        )
+        .field_attribute(
+            ".gpu.HostStatusChange.status",
+            "#[serde(with = \"crate::json::host_status\")]",
+        )
+        .field_attribute(
+            ".gpu.HostState.source",
+            "#[serde(with = \"crate::json::host_source\")]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -54,6 +54,8 @@ mod json {
 
     enum_as_name!(error_kind, crate::ErrorKind);
     enum_as_name!(proc_kind, crate::ProcKind);
+    enum_as_name!(host_status, crate::HostStatus);
+    enum_as_name!(host_source, crate::HostSource);
 }
 
 /// Milliseconds since the Unix epoch, the unit every timestamp in the contract uses.
