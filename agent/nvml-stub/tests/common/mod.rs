@@ -55,10 +55,18 @@ impl Turn {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, json).expect("write scenario");
         std::fs::rename(&tmp, self.path).expect("rename scenario");
+        settle();
     }
 
     /// Overwrites in place (truncate + write), as a careless test would.
     pub fn overwrite_in_place(&self, json: &str) {
         std::fs::write(self.path, json).expect("write scenario");
+        settle();
     }
+}
+
+/// The stand-in looks at its scenario file at most every 5 ms (see `RECHECK` in state.rs):
+/// wait that out so the next call sees the change.
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(10));
 }
