@@ -1,0 +1,313 @@
+//! `/api/agent`: agents dial out to the hub and push `AgentMessage` frames.
+//!
+//! The token is checked on the upgrade request, before any WebSocket exists: a wrong or
+//! missing token is a plain 401 with one log line and no state. After the upgrade, the first
+//! frame must be a hello; every later frame a snapshot. A frame that is too large, malformed,
+//! or of the wrong kind closes that one connection with a reason; the hub and every other
+//! connection carry on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmonitor_proto::{
+    agent_message, hub_message, Accepted, AgentHello, AgentMessage, HostSource, HubMessage,
+    PushProtocol, Refused,
+};
+use prost::Message as _;
+use subtle::ConstantTimeEq;
+
+use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
+use crate::App;
+
+/// How long a new connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+// WebSocket close codes (RFC 6455 §7.4.1).
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_INVALID: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The agent credentials the hub accepts.
+#[derive(Debug, Clone, Default)]
+pub struct AgentAuth {
+    pub enrollment: Option<String>,
+    /// (host id, token)
+    pub hosts: Vec<(String, String)>,
+}
+
+impl AgentAuth {
+    /// Which credential `Authorization: Bearer <token>` presents, if any. Every token is
+    /// compared in constant time, and all of them are compared, so timing tells nothing.
+    pub fn check(&self, headers: &HeaderMap) -> Option<Credential> {
+        let given = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim()
+            .as_bytes();
+        let mut found = None;
+        for (id, token) in &self.hosts {
+            if bool::from(given.ct_eq(token.as_bytes())) && found.is_none() {
+                found = Some(Credential::Host(id.clone()));
+            }
+        }
+        if let Some(enroll) = &self.enrollment {
+            if bool::from(given.ct_eq(enroll.as_bytes())) && found.is_none() {
+                found = Some(Credential::Enrollment);
+            }
+        }
+        found
+    }
+}
+
+pub async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(credential) = app.auth.check(&headers) else {
+        app.hub
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("agent connection from {peer} refused: missing or wrong token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong agent token (send Authorization: Bearer <HMON_TOKEN>)\n",
+        )
+            .into_response();
+    };
+    let max = app.cfg.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // Agents send a few KiB per second: small buffers keep 10,000 connections cheap.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            session(app, socket, peer, credential).await;
+        })
+}
+
+async fn send(socket: &mut WebSocket, msg: hub_message::Msg) -> bool {
+    let bytes = HubMessage { msg: Some(msg) }.encode_to_vec();
+    socket.send(Message::Binary(bytes.into())).await.is_ok()
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Refuses the connection with a reason the agent logs, then closes it.
+async fn refuse(socket: &mut WebSocket, reason: &str, retry: bool) {
+    send(
+        socket,
+        hub_message::Msg::Refused(Refused {
+            reason: reason.to_owned(),
+            retry,
+        }),
+    )
+    .await;
+    close(socket, CLOSE_POLICY, reason).await;
+}
+
+/// Reads one agent message; `Err` carries the close code and reason.
+fn decode(msg: Message, max: usize) -> Result<Option<agent_message::Msg>, (u16, String)> {
+    match msg {
+        Message::Binary(bytes) => {
+            if bytes.len() > max {
+                return Err((CLOSE_TOO_BIG, format!("frame too large (limit {max} bytes)")));
+            }
+            AgentMessage::decode(bytes.as_ref())
+                .map(|m| m.msg)
+                .map_err(|e| (CLOSE_INVALID, format!("malformed frame: {e}")))
+        }
+        Message::Text(_) => Err((
+            CLOSE_PROTOCOL,
+            "text frame: agents send binary protobuf AgentMessage frames".to_owned(),
+        )),
+        // Pings are answered by the WebSocket layer itself.
+        Message::Ping(_) | Message::Pong(_) => Ok(None),
+        Message::Close(_) => Err((0, String::new())),
+    }
+}
+
+fn describe_read_error(e: &axum::Error, max: usize) -> (u16, String) {
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size")
+    {
+        (CLOSE_TOO_BIG, format!("frame too large (limit {max} bytes)"))
+    } else {
+        (CLOSE_PROTOCOL, format!("read error: {text}"))
+    }
+}
+
+async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: Credential) {
+    let hub = app.hub.clone();
+    let max = app.cfg.max_frame_bytes;
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(msg))) => match decode(msg, max) {
+            Ok(Some(agent_message::Msg::Hello(h))) => h,
+            Ok(_) => {
+                refuse(&mut socket, "the first frame must be a hello", true).await;
+                return;
+            }
+            Err((code, reason)) => {
+                tracing::warn!("agent {peer}: {reason}");
+                hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                close(&mut socket, code, &reason).await;
+                return;
+            }
+        },
+        Ok(Some(Err(e))) => {
+            let (code, reason) = describe_read_error(&e, max);
+            tracing::warn!("agent {peer}: {reason}");
+            hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+            close(&mut socket, code, &reason).await;
+            return;
+        }
+        Ok(None) => return,
+        Err(_) => {
+            refuse(&mut socket, "no hello within 10 s", true).await;
+            return;
+        }
+    };
+
+    let conn = hub.next_conn_id();
+    let Some(id) = admit(&hub, &mut socket, &hello, &credential, conn, peer).await else {
+        return;
+    };
+    hub.stats.agents_connected.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("agent {id} connected from {peer}");
+    let reason = stream(&hub, &mut socket, &id, conn, &hello, max).await;
+    hub.release(&id, conn);
+    hub.stats.agents_connected.fetch_sub(1, Ordering::Relaxed);
+    match reason {
+        Some((code, reason)) => {
+            tracing::warn!("agent {id} ({peer}) closed: {reason}");
+            close(&mut socket, code, &reason).await;
+        }
+        None => tracing::info!("agent {id} ({peer}) disconnected"),
+    }
+}
+
+/// Checks the hello and claims the host id; returns it, or refuses the connection.
+async fn admit(
+    hub: &Arc<Hub>,
+    socket: &mut WebSocket,
+    hello: &AgentHello,
+    credential: &Credential,
+    conn: ConnId,
+    peer: SocketAddr,
+) -> Option<String> {
+    if hello.protocol_version != PushProtocol::V1 as u32 {
+        let reason = format!(
+            "unsupported protocol version {} (this hub speaks {})",
+            hello.protocol_version,
+            PushProtocol::V1 as u32
+        );
+        tracing::warn!("agent {peer}: {reason}");
+        refuse(socket, &reason, false).await;
+        return None;
+    }
+    let id = hello.host_id.clone();
+    if let Credential::Host(owner) = credential {
+        if *owner != id {
+            let reason = format!("this token belongs to host {owner:?}, not {id:?}");
+            tracing::warn!("agent {peer}: {reason}");
+            refuse(socket, &reason, false).await;
+            return None;
+        }
+    }
+    let interval = Duration::from_millis(u64::from(hello.interval_ms));
+    let addr = peer.to_string();
+    match hub.claim(&id, conn, credential.clone(), HostSource::Push, &addr, interval) {
+        Ok(()) => {}
+        Err(e) => {
+            hub.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("agent {peer} refused: {e}");
+            let retry = matches!(e, ClaimError::Taken(_));
+            refuse(socket, &e.to_string(), retry).await;
+            return None;
+        }
+    }
+    let accepted = hub_message::Msg::Accepted(Accepted {
+        host_id: id.clone(),
+        hub_version: env!("CARGO_PKG_VERSION").to_owned(),
+        interval_ms: 0,
+    });
+    if !send(socket, accepted).await {
+        hub.release(&id, conn);
+        return None;
+    }
+    Some(id)
+}
+
+/// Receives snapshots until the connection ends; `Some` is a reason to close it with.
+async fn stream(
+    hub: &Arc<Hub>,
+    socket: &mut WebSocket,
+    id: &str,
+    conn: ConnId,
+    hello: &AgentHello,
+    max: usize,
+) -> Option<(u16, String)> {
+    let interval = Duration::from_millis(u64::from(hello.interval_ms.max(100)));
+    // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
+    let silence = interval * DOWN_AFTER_INTERVALS;
+    loop {
+        let msg = match tokio::time::timeout(silence, socket.recv()).await {
+            Err(_) => return Some((CLOSE_POLICY, "nothing received for 3 intervals".into())),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                return Some(describe_read_error(&e, max));
+            }
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let len = match &msg {
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        match decode(msg, max) {
+            Ok(Some(agent_message::Msg::Snapshot(s))) => {
+                hub.stats
+                    .bytes_in
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                // Backfilled samples are for history, never for live views.
+                if s.backfill {
+                    continue;
+                }
+                let mut info = s.info.unwrap_or_default();
+                info.id = id.to_owned();
+                if !hub.ingest(id, conn, s.seq, info) {
+                    return Some((CLOSE_POLICY, "replaced by a newer connection".into()));
+                }
+            }
+            Ok(Some(agent_message::Msg::Hello(_))) => {
+                hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                return Some((CLOSE_PROTOCOL, "a second hello on one connection".into()));
+            }
+            Ok(None) => {}
+            Err((0, _)) => return None,
+            Err(reason) => {
+                hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                return Some(reason);
+            }
+        }
+    }
+}

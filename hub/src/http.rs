@@ -1,0 +1,105 @@
+//! The HTTP side: routes, the viewer gate (CIDR allowlist and optional token), JSON API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+
+use crate::{agent_ws, live, App};
+
+pub fn router(app: App) -> Router {
+    let viewers = Router::new()
+        .route("/", get(index))
+        .route("/api/hosts", get(hosts))
+        .route("/api/live", get(live::upgrade))
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
+    Router::new()
+        // Agents authenticate with their own tokens; the viewer gate does not apply.
+        .route("/api/agent", get(agent_ws::upgrade))
+        .merge(viewers)
+        .with_state(app)
+}
+
+/// The token a viewer presents: `Authorization: Bearer`, `?token=`, or the `hmon_token` cookie
+/// (what a browser can send on a WebSocket upgrade).
+fn viewer_token(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    if let Some(b) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(b.trim().to_owned());
+    }
+    if let Some(q) = req.uri().query() {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("token=") {
+                return Some(v.to_owned());
+            }
+        }
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("hmon_token=").map(str::to_owned))
+}
+
+async fn viewer_gate(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !app.cfg.viewer_allow.allows(peer.ip()) {
+        return (StatusCode::FORBIDDEN, "not in the viewer allowlist\n").into_response();
+    }
+    if let Some(expected) = &app.cfg.viewer_token {
+        let ok = viewer_token(&req)
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "viewer token missing or wrong (Authorization: Bearer, ?token= or hmon_token cookie)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn hosts(State(app): State<App>) -> Response {
+    Json(app.hub.hosts()).into_response()
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    let s = &app.hub.stats;
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": app.hub.started.elapsed().as_secs(),
+        "hosts": app.hub.len(),
+        "hosts_up": app.hub.up_count(),
+        "agents_connected": s.agents_connected.load(Ordering::Relaxed),
+        "browsers_connected": s.browsers_connected.load(Ordering::Relaxed),
+        "frames_in": s.frames_in.load(Ordering::Relaxed),
+        "frames_refused": s.frames_refused.load(Ordering::Relaxed),
+        "connections_refused": s.connections_refused.load(Ordering::Relaxed),
+        "browsers_dropped": s.browsers_dropped.load(Ordering::Relaxed),
+        "browser_lagged": s.browser_lagged.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+/// A plain page listing the hosts until the live page (frontend/) is embedded.
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}

@@ -1,0 +1,21 @@
+//! hmonitor-hub: accepts agents (WebSocket push, or the seed's pull), keeps each host's latest
+//! frame in a concurrent map, fans frames out to browsers, and serves the API and gRPC facade.
+
+pub mod agent_ws;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod live;
+pub mod local;
+pub mod pull;
+pub mod state;
+
+use std::sync::Arc;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct App {
+    pub hub: Arc<state::Hub>,
+    pub cfg: Arc<config::HubConfig>,
+    pub auth: Arc<agent_ws::AgentAuth>,
+}

@@ -1,0 +1,154 @@
+//! `hmonitor-hub`: parses flags and configuration, then runs the hub until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use hmonitor_hub::agent_ws::AgentAuth;
+use hmonitor_hub::config::{self, Args};
+use hmonitor_hub::state::Hub;
+use hmonitor_hub::{grpc, http, local, pull, App};
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(args.log.as_deref().unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hmonitor-hub: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hmonitor-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (cfg, generated) = config::load(&args)?;
+    let cfg = Arc::new(cfg);
+    let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
+    let auth = Arc::new(AgentAuth {
+        enrollment: cfg.enrollment_token.clone(),
+        hosts: cfg
+            .host_tokens
+            .iter()
+            .map(|(id, token)| (id.clone(), token.clone()))
+            .collect(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Hosts that fall silent are marked down by a sweep a few times per interval.
+    let sweeper = hub.clone();
+    let period = (cfg.interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sweeper.sweep();
+        }
+    });
+
+    pull::spawn_pollers(
+        hub.clone(),
+        cfg.pull_targets.clone(),
+        cfg.interval,
+        cfg.max_frame_bytes,
+        stop_rx.clone(),
+    );
+
+    if let Some(addr) = cfg.grpc_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--grpc-listen)"))?;
+        tracing::info!("gRPC listening on {}", listener.local_addr()?);
+        let (hub, token, stop) = (hub.clone(), cfg.viewer_token.clone(), stop_rx.clone());
+        let allow = cfg.viewer_allow.clone();
+        tokio::spawn(async move {
+            if let Err(e) = grpc::serve(listener, hub, allow, token, wait_for(stop)).await {
+                tracing::error!("gRPC facade failed: {e}");
+            }
+        });
+    }
+
+    if cfg.local_agent {
+        // The local agent reads the agent's own environment (HMON_NVML_LIB, HMON_ID, …).
+        let agent = hmonitor_agent::config::Args::try_parse_from(["hmonitor"])
+            .context("local agent settings")?;
+        let mut sampler = agent.sampler_config();
+        sampler.interval = cfg.interval;
+        sampler.stale_after = cfg.interval * 3;
+        let id = local::spawn(hub.clone(), sampler).context("cannot start the local agent")?;
+        tracing::info!("local agent reporting as {id}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", cfg.listen))?;
+    let bound = listener.local_addr()?;
+    if let Some(g) = generated {
+        // Deliberately on stdout and only once: the log never carries a token.
+        println!("{}", g.add_host_hint(bound));
+    }
+    tracing::info!(
+        "hub listening on {bound}, config from {}",
+        if cfg.sources.is_empty() {
+            "defaults".to_owned()
+        } else {
+            cfg.sources.join(", ")
+        }
+    );
+    let app = App { hub, cfg, auth };
+    axum::serve(
+        listener,
+        http::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait_for(stop_rx))
+    .await
+    .context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Completes on SIGINT or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

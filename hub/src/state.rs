@@ -1,0 +1,386 @@
+//! Live state: host id → the latest frame, in a concurrent map, and the fan-out to browsers.
+//!
+//! Ingest writes one map entry per frame and never waits on a browser: each frame is encoded
+//! once as a `LiveEvent` and handed to a bounded broadcast channel. A browser that falls behind
+//! loses its place in the channel (`Lagged`) and is resynchronised from the map, where the
+//! latest frame per host wins; memory is therefore bounded by the channel's capacity plus one
+//! frame per host, whatever the browsers do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use hmonitor_proto::{
+    live_event, unix_ms, HostInfo, HostSource, HostState, HostStatus, HostStatusChange, LiveEvent,
+};
+use prost::Message;
+use tokio::sync::broadcast;
+
+/// Events buffered for browsers. At 1,000 hosts × 1 frame/s this is about 4 s of frames; a
+/// browser further behind is resynchronised from the map instead.
+pub const LIVE_CAPACITY: usize = 4096;
+
+/// A host counts as down after this many of its intervals without a frame.
+pub const DOWN_AFTER_INTERVALS: u32 = 3;
+
+/// Identifies one agent connection (or one pull poller), so that a stale connection closing
+/// late cannot mark down a host that has already reconnected.
+pub type ConnId = u64;
+
+/// Who proved the right to report as a host: the credential a connection presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A token configured for this host alone.
+    Host(String),
+    /// The shared enrollment token.
+    Enrollment,
+    /// No token needed: a pull target or the hub's own local agent.
+    Internal,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: HostState,
+    /// `LiveEvent{host: state}`, encoded once, sent as is to every browser.
+    frame: Bytes,
+    owner: Option<(ConnId, Credential)>,
+    last_frame: Option<Instant>,
+    interval: Duration,
+}
+
+/// Counters for `/healthz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_refused: AtomicU64,
+    pub connections_refused: AtomicU64,
+    /// Browser resynchronisations after falling behind.
+    pub browser_lagged: AtomicU64,
+    /// Browsers dropped for not keeping up within the write deadline.
+    pub browsers_dropped: AtomicU64,
+    pub browsers_connected: AtomicU64,
+    pub agents_connected: AtomicU64,
+}
+
+/// Why a connection may not report as a host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("host id {0:?} is connected with another token")]
+    Taken(String),
+    #[error("host id must be 1 to 128 printable characters without '/'")]
+    BadId,
+}
+
+pub struct Hub {
+    hosts: DashMap<String, Entry>,
+    live: broadcast::Sender<Bytes>,
+    next_conn: AtomicU64,
+    default_interval: Duration,
+    pub stats: Stats,
+    pub started: Instant,
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+fn encode_event(event: live_event::Event) -> Bytes {
+    Bytes::from(
+        LiveEvent {
+            event: Some(event),
+            sent_ms: now_ms(),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Host ids appear in URLs, file names and metrics labels: keep them plain.
+pub fn valid_host_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.contains('/')
+        && id.chars().all(|c| !c.is_control() && c != '"')
+}
+
+impl Hub {
+    /// `expected`: host ids named in the configuration, listed as never seen until they report.
+    pub fn new(default_interval: Duration, expected: &[String]) -> Arc<Self> {
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let hub = Self {
+            hosts: DashMap::new(),
+            live,
+            next_conn: AtomicU64::new(1),
+            default_interval,
+            stats: Stats::default(),
+            started: Instant::now(),
+        };
+        for id in expected.iter().filter(|id| valid_host_id(id)) {
+            let state = HostState {
+                id: id.clone(),
+                status: HostStatus::NeverSeen as i32,
+                ..Default::default()
+            };
+            let frame = encode_event(live_event::Event::Host(state.clone()));
+            hub.hosts.insert(
+                id.clone(),
+                Entry {
+                    state,
+                    frame,
+                    owner: None,
+                    last_frame: None,
+                    interval: default_interval,
+                },
+            );
+        }
+        Arc::new(hub)
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets connection `conn` report as `id`. A host already held by a live connection with
+    /// the same credential is taken over (the agent reconnected before the old socket was
+    /// noticed dead); with another credential it is refused.
+    pub fn claim(
+        &self,
+        id: &str,
+        conn: ConnId,
+        credential: Credential,
+        source: HostSource,
+        addr: &str,
+        interval: Duration,
+    ) -> Result<(), ClaimError> {
+        if !valid_host_id(id) {
+            return Err(ClaimError::BadId);
+        }
+        let mut entry = self.hosts.entry(id.to_owned()).or_insert_with(|| Entry {
+            state: HostState {
+                id: id.to_owned(),
+                status: HostStatus::NeverSeen as i32,
+                ..Default::default()
+            },
+            frame: Bytes::new(),
+            owner: None,
+            last_frame: None,
+            interval,
+        });
+        if let Some((_, held_by)) = &entry.owner {
+            if *held_by != credential {
+                return Err(ClaimError::Taken(id.to_owned()));
+            }
+        }
+        entry.owner = Some((conn, credential));
+        entry.interval = if interval.is_zero() {
+            self.default_interval
+        } else {
+            interval
+        };
+        entry.state.addr = addr.to_owned();
+        entry.state.source = source as i32;
+        entry.state.interval_ms = u32::try_from(entry.interval.as_millis()).unwrap_or(u32::MAX);
+        Ok(())
+    }
+
+    /// Stores a report from connection `conn` and sends it to every browser. Returns false
+    /// when `conn` no longer owns the host (another connection took it over).
+    pub fn ingest(&self, id: &str, conn: ConnId, seq: u64, info: HostInfo) -> bool {
+        let frame = {
+            let Some(mut entry) = self.hosts.get_mut(id) else {
+                return false;
+            };
+            if entry.owner.as_ref().map(|(c, _)| *c) != Some(conn) {
+                return false;
+            }
+            entry.last_frame = Some(Instant::now());
+            entry.state.status = HostStatus::Up as i32;
+            entry.state.last_seen_ms = now_ms();
+            entry.state.seq = seq;
+            entry.state.info = Some(info);
+            let frame = encode_event(live_event::Event::Host(entry.state.clone()));
+            entry.frame = frame.clone();
+            frame
+        };
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(frame);
+        true
+    }
+
+    /// Connection `conn` is gone: its host is down (unless another connection owns it now).
+    pub fn release(&self, id: &str, conn: ConnId) {
+        let event = {
+            let Some(mut entry) = self.hosts.get_mut(id) else {
+                return;
+            };
+            if entry.owner.as_ref().map(|(c, _)| *c) != Some(conn) {
+                return;
+            }
+            entry.owner = None;
+            mark_down(&mut entry)
+        };
+        if let Some(event) = event {
+            let _ = self.live.send(event);
+        }
+    }
+
+    /// Marks down every host silent for [`DOWN_AFTER_INTERVALS`] of its intervals. Run
+    /// periodically; cheap (one pass over the map, no allocation for healthy hosts).
+    pub fn sweep(&self) {
+        let mut events = Vec::new();
+        for mut entry in self.hosts.iter_mut() {
+            let silent = entry
+                .last_frame
+                .is_some_and(|t| t.elapsed() > entry.interval * DOWN_AFTER_INTERVALS);
+            if silent && entry.state.status == HostStatus::Up as i32 {
+                if let Some(e) = mark_down(&mut entry) {
+                    events.push(e);
+                }
+            }
+        }
+        for e in events {
+            let _ = self.live.send(e);
+        }
+    }
+
+    /// Every host's latest frame: what a browser gets on connect or after falling behind.
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.hosts
+            .iter()
+            .filter(|e| !e.frame.is_empty())
+            .map(|e| e.frame.clone())
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+        self.live.subscribe()
+    }
+
+    /// Every host's state, sorted by id.
+    pub fn hosts(&self) -> Vec<HostState> {
+        let mut v: Vec<HostState> = self.hosts.iter().map(|e| e.state.clone()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn host(&self, id: &str) -> Option<HostState> {
+        self.hosts.get(id).map(|e| e.state.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Hosts whose status is up.
+    pub fn up_count(&self) -> usize {
+        self.hosts
+            .iter()
+            .filter(|e| e.state.status == HostStatus::Up as i32)
+            .count()
+    }
+}
+
+/// Sets the entry down; returns the status event to broadcast, if the status changed.
+fn mark_down(entry: &mut Entry) -> Option<Bytes> {
+    if entry.state.status == HostStatus::Down as i32 || entry.last_frame.is_none() {
+        return None;
+    }
+    entry.state.status = HostStatus::Down as i32;
+    // Browsers connecting later get the host greyed, with its last report.
+    entry.frame = encode_event(live_event::Event::Host(entry.state.clone()));
+    Some(encode_event(live_event::Event::Status(HostStatusChange {
+        id: entry.state.id.clone(),
+        status: HostStatus::Down as i32,
+        last_seen_ms: entry.state.last_seen_ms,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(b: &Bytes) -> LiveEvent {
+        LiveEvent::decode(b.as_ref()).expect("live event")
+    }
+
+    #[test]
+    fn a_frame_reaches_subscribers_once_encoded_and_the_map_keeps_the_latest() {
+        let hub = Hub::new(Duration::from_secs(1), &["never".to_owned()]);
+        let mut rx = hub.subscribe();
+        let c = hub.next_conn_id();
+        hub.claim("a", c, Credential::Enrollment, HostSource::Push, "127.0.0.1:1", Duration::from_secs(1))
+            .expect("claim");
+        for seq in 1..=3 {
+            assert!(hub.ingest("a", c, seq, HostInfo { id: "a".into(), ..Default::default() }));
+        }
+        for seq in 1..=3 {
+            match decode(&rx.try_recv().expect("event")).event {
+                Some(live_event::Event::Host(h)) => assert_eq!(h.seq, seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        let hosts = hub.hosts();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].id, "a");
+        assert_eq!(hosts[0].seq, 3);
+        assert_eq!(hosts[1].status, HostStatus::NeverSeen as i32);
+    }
+
+    #[test]
+    fn another_credential_cannot_take_a_connected_host_but_the_same_one_can() {
+        let hub = Hub::new(Duration::from_secs(1), &[]);
+        let (c1, c2, c3) = (hub.next_conn_id(), hub.next_conn_id(), hub.next_conn_id());
+        let i = Duration::from_secs(1);
+        hub.claim("a", c1, Credential::Host("t1".into()), HostSource::Push, "x", i).expect("first");
+        assert_eq!(
+            hub.claim("a", c2, Credential::Enrollment, HostSource::Push, "y", i),
+            Err(ClaimError::Taken("a".into()))
+        );
+        hub.claim("a", c3, Credential::Host("t1".into()), HostSource::Push, "z", i).expect("takeover");
+        // The replaced connection can neither report nor mark the host down any more.
+        assert!(!hub.ingest("a", c1, 1, HostInfo::default()));
+        assert!(hub.ingest("a", c3, 1, HostInfo::default()));
+        hub.release("a", c1);
+        assert_eq!(hub.host("a").expect("a").status, HostStatus::Up as i32);
+        hub.release("a", c3);
+        assert_eq!(hub.host("a").expect("a").status, HostStatus::Down as i32);
+    }
+
+    #[test]
+    fn silent_hosts_go_down_with_their_last_seen_time() {
+        let hub = Hub::new(Duration::from_millis(10), &[]);
+        let c = hub.next_conn_id();
+        hub.claim("a", c, Credential::Internal, HostSource::Pull, "x", Duration::from_millis(10))
+            .expect("claim");
+        assert!(hub.ingest("a", c, 1, HostInfo::default()));
+        let mut rx = hub.subscribe();
+        std::thread::sleep(Duration::from_millis(50));
+        hub.sweep();
+        let state = hub.host("a").expect("a");
+        assert_eq!(state.status, HostStatus::Down as i32);
+        assert!(state.last_seen_ms > 0);
+        match decode(&rx.try_recv().expect("status event")).event {
+            Some(live_event::Event::Status(s)) => assert_eq!(s.status, HostStatus::Down as i32),
+            other => panic!("{other:?}"),
+        }
+        // Only once.
+        hub.sweep();
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn host_ids_are_plain() {
+        assert!(valid_host_id("gpu-node-01.lab"));
+        assert!(!valid_host_id(""));
+        assert!(!valid_host_id("a/b"));
+        assert!(!valid_host_id(&"x".repeat(129)));
+        assert!(!valid_host_id("a\nb"));
+    }
+}
