@@ -114,10 +114,9 @@ async fn poll_target(
         match answer {
             Ok(resp) => {
                 let mut info = resp.into_inner();
-                // The seed's agents report no id.
-                if info.id.is_empty() {
-                    info.id = target.id.clone();
-                }
+                // The hub's id for the host is the configured one (the seed's agents report no
+                // id at all); what the agent calls itself stays visible as its hostname.
+                info.id = target.id.clone();
                 if !claimed {
                     match hub.claim(
                         id,

@@ -1,0 +1,383 @@
+//! Helpers for the hub's integration tests: the real `hmonitor-hub` and `hmonitor` binaries as
+//! child processes on loopback, the NVML stand-in, and a browser-like WebSocket client.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hmonitor_proto::{live_event, HostState, HostStatus, LiveEvent};
+use prost::Message;
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-enrollment-token";
+
+/// target/<profile>/, where cargo puts the workspace's binaries and the NVML stand-in.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+pub fn agent_bin() -> PathBuf {
+    let p = profile_dir().join("hmonitor");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+pub fn stub_lib() -> PathBuf {
+    let dir = profile_dir();
+    for p in [
+        dir.join("libnvidia_ml.so"),
+        dir.join("deps/libnvidia_ml.so"),
+    ] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "libnvidia_ml.so (the NVML stand-in) not found under {}",
+        dir.display()
+    );
+}
+
+/// A child process whose stderr lines are collected; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Spawns `cmd`, collecting stderr; returns once a line containing `ready` appears (the
+    /// text after it, up to a space or comma, is returned with it).
+    pub fn spawn(mut cmd: Command, ready: &str) -> (Self, String) {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = log.clone();
+        let ready = ready.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(ready.as_str()).nth(1) {
+                    let word = rest.split([',', ' ']).next().unwrap_or_default().to_owned();
+                    let _ = tx.send(word);
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let word = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("process not ready: {:#?}", log.lock().expect("log")));
+        (Self { child, log }, word)
+    }
+
+    pub fn lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn clean(mut cmd: Command) -> Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("GOHM_") || k.starts_with("HMON_") || k == "STATE_DIRECTORY" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HMON_LOG", "info");
+    cmd
+}
+
+pub struct Hub {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+    pub data: tempfile::TempDir,
+}
+
+pub struct HubOpts<'a> {
+    pub listen: &'a str,
+    pub interval: &'a str,
+    pub extra: Vec<String>,
+    pub data: Option<tempfile::TempDir>,
+}
+
+impl Default for HubOpts<'_> {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0",
+            interval: "300ms",
+            extra: Vec::new(),
+            data: None,
+        }
+    }
+}
+
+impl Hub {
+    pub fn start() -> Self {
+        Self::start_with(HubOpts::default())
+    }
+
+    pub fn start_with(opts: HubOpts<'_>) -> Self {
+        let data = opts
+            .data
+            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let mut cmd = clean(Command::new(env!("CARGO_BIN_EXE_hmonitor-hub")));
+        cmd.args(["--listen", opts.listen, "--grpc-listen", "127.0.0.1:0"])
+            .args(["--interval", opts.interval])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("HMON_TOKEN", TOKEN)
+            .args(&opts.extra);
+        let (proc, addr) = Proc::spawn(cmd, "hub listening on ");
+        let grpc = crate::harness::eventually(Duration::from_secs(5), || {
+            proc.lines("gRPC listening on ")
+                .first()
+                .and_then(|l| l.split("gRPC listening on ").nth(1))
+                .and_then(|r| r.split([' ', ',']).next())
+                .and_then(|a| a.parse().ok())
+        });
+        Self {
+            proc,
+            addr: addr.parse().expect("hub address"),
+            grpc: Some(grpc),
+            data,
+        }
+    }
+
+    pub fn agent_url(&self) -> String {
+        format!("ws://{}/api/agent", self.addr)
+    }
+
+    pub fn live_url(&self) -> String {
+        format!("ws://{}/api/live", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// A scenario file for one agent.
+pub struct Scenario {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Scenario {
+    pub fn new(value: &Value) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scenario.json");
+        let s = Self { dir, path };
+        s.write(value);
+        s
+    }
+
+    pub fn write(&self, value: &Value) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(value).expect("json")).expect("write");
+        std::fs::rename(&tmp, &self.path).expect("rename");
+    }
+}
+
+/// One GPU whose utilization identifies the scenario's version.
+pub fn one_gpu(name: &str, util: u32) -> Value {
+    json!({ "gpus": [{ "name": name, "utilization_gpu": util, "memory_total": 85_899_345_920u64 }] })
+}
+
+/// Starts an agent pushing to `hub_url` as `id`.
+pub fn agent(id: &str, hub_url: &str, scenario: &Scenario, interval: &str) -> Proc {
+    agent_with(id, hub_url, scenario, interval, TOKEN, &[])
+}
+
+pub fn agent_with(
+    id: &str,
+    hub_url: &str,
+    scenario: &Scenario,
+    interval: &str,
+    token: &str,
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut cmd = clean(Command::new(agent_bin()));
+    cmd.env("HMON_HUB", hub_url)
+        .env("HMON_TOKEN", token)
+        .env("HMON_ID", id)
+        .env("HMON_INTERVAL", interval)
+        .env("HMON_NVML_LIB", stub_lib())
+        .env("HMON_STUB_SCENARIO", &scenario.path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Ready as soon as it runs; connection is awaited through the hub or the browser.
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("log").push(line);
+        }
+    });
+    Proc { child, log }
+}
+
+/// What a browser has seen on `/api/live`: each host's latest state and when each event came.
+#[derive(Default)]
+pub struct Seen {
+    pub hosts: HashMap<String, HostState>,
+    /// (host id, utilization of GPU 0, status, received at)
+    pub events: Vec<(String, Option<i32>, i32, Instant)>,
+}
+
+pub struct Browser {
+    pub seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Browser {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("browser connect");
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let (_w, mut r) = ws.split();
+            while let Some(Ok(msg)) = r.next().await {
+                let tokio_tungstenite::tungstenite::Message::Binary(b) = msg else {
+                    continue;
+                };
+                let ev = LiveEvent::decode(b.as_ref()).expect("LiveEvent");
+                let now = Instant::now();
+                let mut s = sink.lock().expect("seen");
+                match ev.event {
+                    Some(live_event::Event::Host(h)) => {
+                        let util = h
+                            .info
+                            .as_ref()
+                            .and_then(|i| i.gpus.first())
+                            .and_then(|g| g.utilization);
+                        s.events.push((h.id.clone(), util, h.status, now));
+                        s.hosts.insert(h.id.clone(), h);
+                    }
+                    Some(live_event::Event::Status(c)) => {
+                        s.events.push((c.id.clone(), None, c.status, now));
+                        if let Some(h) = s.hosts.get_mut(&c.id) {
+                            h.status = c.status;
+                            h.last_seen_ms = c.last_seen_ms;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    pub fn status(&self, id: &str) -> Option<HostStatus> {
+        self.seen
+            .lock()
+            .expect("seen")
+            .hosts
+            .get(id)
+            .and_then(|h| HostStatus::try_from(h.status).ok())
+    }
+
+    pub fn util(&self, id: &str) -> Option<i32> {
+        self.seen
+            .lock()
+            .expect("seen")
+            .hosts
+            .get(id)
+            .and_then(|h| h.info.as_ref())
+            .and_then(|i| i.gpus.first())
+            .and_then(|g| g.utilization)
+    }
+
+    pub fn frames_of(&self, id: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("seen")
+            .events
+            .iter()
+            .filter(|e| e.0 == id)
+            .count()
+    }
+
+    /// Waits until `f` holds, polling every 20 ms; returns the time it took.
+    pub async fn until(&self, limit: Duration, what: &str, f: impl Fn(&Self) -> bool) -> Duration {
+        let start = Instant::now();
+        while !f(self) {
+            assert!(
+                start.elapsed() < limit,
+                "browser did not see {what} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
