@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    build and run hmonitor on this machine
+#   make run    build, then run the hub with an agent for this machine: http://127.0.0.1:5000
 #   make test   build everything and run every test
 CARGO ?= cargo
 VENV  ?= target/venv-gpustat
@@ -8,7 +8,7 @@ VENV  ?= target/venv-gpustat
 
 run:
 	$(CARGO) build --release --workspace
-	GOHM_ADDR=$${GOHM_ADDR:-127.0.0.1:9203} GOHM_ALLOW=$${GOHM_ALLOW:-127.0.0.1/8} target/release/hmonitor
+	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
 test: test-rust test-gpustat
 	@echo "all tests passed"

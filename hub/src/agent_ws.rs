@@ -128,7 +128,10 @@ fn decode(msg: Message, max: usize) -> Result<Option<agent_message::Msg>, (u16, 
     match msg {
         Message::Binary(bytes) => {
             if bytes.len() > max {
-                return Err((CLOSE_TOO_BIG, format!("frame too large (limit {max} bytes)")));
+                return Err((
+                    CLOSE_TOO_BIG,
+                    format!("frame too large (limit {max} bytes)"),
+                ));
             }
             AgentMessage::decode(bytes.as_ref())
                 .map(|m| m.msg)
@@ -146,9 +149,11 @@ fn decode(msg: Message, max: usize) -> Result<Option<agent_message::Msg>, (u16, 
 
 fn describe_read_error(e: &axum::Error, max: usize) -> (u16, String) {
     let text = e.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size")
-    {
-        (CLOSE_TOO_BIG, format!("frame too large (limit {max} bytes)"))
+    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size") {
+        (
+            CLOSE_TOO_BIG,
+            format!("frame too large (limit {max} bytes)"),
+        )
     } else {
         (CLOSE_PROTOCOL, format!("read error: {text}"))
     }
@@ -233,7 +238,14 @@ async fn admit(
     }
     let interval = Duration::from_millis(u64::from(hello.interval_ms));
     let addr = peer.to_string();
-    match hub.claim(&id, conn, credential.clone(), HostSource::Push, &addr, interval) {
+    match hub.claim(
+        &id,
+        conn,
+        credential.clone(),
+        HostSource::Push,
+        &addr,
+        interval,
+    ) {
         Ok(()) => {}
         Err(e) => {
             hub.stats
@@ -285,9 +297,7 @@ async fn stream(
         };
         match decode(msg, max) {
             Ok(Some(agent_message::Msg::Snapshot(s))) => {
-                hub.stats
-                    .bytes_in
-                    .fetch_add(len as u64, Ordering::Relaxed);
+                hub.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
                 // Backfilled samples are for history, never for live views.
                 if s.backfill {
                     continue;

@@ -14,7 +14,14 @@ pub fn spawn(hub: Arc<Hub>, cfg: SamplerConfig) -> anyhow::Result<String> {
     let mut sampler = Sampler::start(cfg)?;
     let id = sampler.report().id;
     let conn = hub.next_conn_id();
-    hub.claim(&id, conn, Credential::Internal, HostSource::Local, "local", interval)?;
+    hub.claim(
+        &id,
+        conn,
+        Credential::Internal,
+        HostSource::Local,
+        "local",
+        interval,
+    )?;
     let host_id = id.clone();
     tokio::spawn(async move {
         let mut seq = 0;

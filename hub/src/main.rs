@@ -42,6 +42,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    raise_fd_limit();
     let (cfg, generated) = config::load(&args)?;
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
@@ -130,6 +131,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every agent and browser holds a socket: lift the soft open-files limit to the hard one
+/// (systemd's default soft limit of 1024 would cap a hub at about a thousand agents).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open-files limit raised from {soft} to {hard}"),
+            Err(e) => tracing::warn!("cannot raise the open-files limit from {soft}: {e}"),
+        },
+        Ok((soft, _)) => tracing::debug!("open-files limit {soft}"),
+        Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
+    }
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
