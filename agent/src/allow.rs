@@ -1,9 +1,62 @@
 //! CIDR allowlists (`GOHM_ALLOW`): which peers may talk to a listener at all.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tokio::net::{TcpListener, TcpStream};
+
+/// At most this many refused addresses are remembered for "log once"; past it, refusals are
+/// no longer logged (a scan from many addresses must not grow memory or flood the log).
+const REFUSED_REMEMBERED: usize = 1024;
+
+/// The connections accepted on `listener` whose peer is in `allow`, for a tonic server's
+/// `serve_with_incoming`. Others are closed at once, before a byte of them is read, and each
+/// refused address is logged once, naming `what` the listener serves.
+pub fn allowed_connections(
+    listener: TcpListener,
+    allow: Allowlist,
+    what: &'static str,
+) -> impl tokio_stream::Stream<Item = Result<TcpStream, std::io::Error>> {
+    let refused: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
+    futures_util::stream::unfold(
+        (listener, allow, refused),
+        move |(listener, allow, refused)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if allow.allows(peer.ip()) {
+                            // Small request/response exchanges: do not wait to fill packets.
+                            let _ = stream.set_nodelay(true);
+                            return Some((Ok(stream), (listener, allow, refused)));
+                        }
+                        drop(stream);
+                        log_refusal(&refused, peer.ip(), &allow, what);
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!("{what}: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn log_refusal(refused: &Mutex<HashSet<IpAddr>>, ip: IpAddr, allow: &Allowlist, what: &str) {
+    // A std Mutex: nothing awaits while it is held.
+    let mut seen = match refused.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if seen.len() < REFUSED_REMEMBERED && seen.insert(ip) {
+        tracing::warn!("refused {what} connection from {ip}: not in the allowlist ({allow})");
+    }
+}
 
 /// A set of networks; a peer is allowed when its address lies in any of them.
 #[derive(Debug, Clone, PartialEq, Eq)]

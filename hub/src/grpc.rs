@@ -5,25 +5,19 @@
 //! Viewers' rules apply: the viewer allowlist is checked when a connection is accepted, before
 //! anything is read from it, and the viewer token (when set) must be in `RequestInfo.token`.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::Stream;
-use hmonitor_agent::allow::Allowlist;
+use hmonitor_agent::allow::{allowed_connections, Allowlist};
 use hmonitor_proto::host_monitor_server::{HostMonitor, HostMonitorServer};
 use hmonitor_proto::{HostInfo, HostStatus, RequestInfo};
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::state::Hub;
 
-/// At most this many refused addresses are remembered for "log once"; past it, refusals are no
-/// longer logged (a scan from many addresses must not grow memory or flood the log).
-const REFUSED_REMEMBERED: usize = 1024;
 
 /// `HostMonitor` answered from the hub's state map.
 pub struct Facade {
@@ -102,50 +96,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .concurrency_limit_per_connection(16)
         .add_service(HostMonitorServer::new(Facade::new(hub, viewer_token)))
-        .serve_with_incoming_shutdown(allowed_connections(listener, allow), shutdown)
+        .serve_with_incoming_shutdown(allowed_connections(listener, allow, "gRPC"), shutdown)
         .await
-}
-
-/// The accepted connections whose peer is in `allow`; the others are closed unread.
-fn allowed_connections(
-    listener: TcpListener,
-    allow: Allowlist,
-) -> impl Stream<Item = Result<TcpStream, std::io::Error>> {
-    let refused: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
-    futures_util::stream::unfold(
-        (listener, allow, refused),
-        |(listener, allow, refused)| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        if allow.allows(peer.ip()) {
-                            // Small request/response exchanges: do not wait to fill packets.
-                            let _ = stream.set_nodelay(true);
-                            return Some((Ok(stream), (listener, allow, refused)));
-                        }
-                        drop(stream);
-                        log_refusal(&refused, peer.ip(), &allow);
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!("gRPC accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        },
-    )
-}
-
-fn log_refusal(refused: &Mutex<HashSet<IpAddr>>, ip: IpAddr, allow: &Allowlist) {
-    // A std Mutex: nothing awaits while it is held.
-    let mut seen = match refused.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if seen.len() < REFUSED_REMEMBERED && seen.insert(ip) {
-        tracing::warn!("refused gRPC connection from {ip}: not in the viewer allowlist ({allow})");
-    }
 }
 
 #[cfg(test)]
