@@ -3,11 +3,13 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::allow::Allowlist;
+use crate::push::{HubList, HubUrl};
 use crate::sampler::SamplerConfig;
 
 /// Longest command line reported with HMON_CMDLINE=1, in bytes: enough to tell jobs apart,
@@ -22,7 +24,9 @@ pub const CMDLINE_MAX: usize = 512;
     long_about = "hmonitor agent: reports this host's GPUs (through NVML), the processes on them, \
                   disks and host facts. Runs as an ordinary user.\n\n\
                   Print one report:      hmonitor --once [--json]\n\
-                  Serve the pull API:    GOHM_ADDR=0.0.0.0:9203 GOHM_ALLOW=10.1.2.3/32 hmonitor"
+                  Serve the pull API:    GOHM_ADDR=0.0.0.0:9203 GOHM_ALLOW=10.1.2.3/32 hmonitor\n\
+                  Push to a hub:         HMON_HUB=ws://hub:5000 HMON_TOKEN=... HMON_STATE_DIR=/var/lib/hmonitor hmonitor\n\n\
+                  The pull API and pushing can run together."
 )]
 pub struct Args {
     /// Address for the pull API (gRPC HostMonitor.GetInfo), e.g. 0.0.0.0:9203.
@@ -34,13 +38,26 @@ pub struct Args {
     #[arg(long, env = "GOHM_ALLOW", value_name = "CIDRS")]
     pub allow: Option<Allowlist>,
 
-    /// Token that RequestInfo.token must match; unset = no token needed.
+    /// Hubs to push to: comma-separated ws:// or wss:// URLs, e.g. ws://hub:5000/api/agent (a URL
+    /// without a path gets /api/agent). Each hub gets its own connection and retries.
+    #[arg(long, env = "HMON_HUB", value_name = "URLS")]
+    pub hub: Option<HubList>,
+
+    /// Token: RequestInfo.token must match it on the pull API, and it is sent to hubs as
+    /// `Authorization: Bearer <token>`; unset = no token.
     #[arg(long, env = "HMON_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// Host id reported to readers [default: the hostname].
+    /// Host id reported to readers and hubs [default: the id kept in the state directory, else
+    /// the hostname].
     #[arg(long, env = "HMON_ID", value_name = "ID")]
     pub id: Option<String>,
+
+    /// Directory for what survives restarts: the host id (file `host-id`, created from the
+    /// hostname on first start), so a renamed machine stays the same host [default:
+    /// $STATE_DIRECTORY, which systemd sets for StateDirectory=].
+    #[arg(long, env = "HMON_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Primary IP to report [default: the address of the interface holding the default route].
     #[arg(long, env = "HMON_IP", value_name = "IP")]
@@ -93,6 +110,30 @@ impl Args {
         cfg.cmdline_max = self.cmdline.then_some(CMDLINE_MAX);
         cfg
     }
+
+    /// The hubs to push to; empty = do not push.
+    pub fn hubs(&self) -> Vec<HubUrl> {
+        self.hub.clone().map(|l| l.0).unwrap_or_default()
+    }
+
+    /// The state directory: `--state-dir`/HMON_STATE_DIR, else systemd's $STATE_DIRECTORY.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.state_dir
+            .clone()
+            .filter(|d| !d.as_os_str().is_empty())
+            .or_else(|| systemd_state_dir(std::env::var_os("STATE_DIRECTORY")))
+    }
+}
+
+/// systemd's $STATE_DIRECTORY: a colon-separated list when the unit names several
+/// directories; the first one is the agent's.
+pub fn systemd_state_dir(value: Option<OsString>) -> Option<PathBuf> {
+    let value = value?;
+    let first = value.to_str().map_or_else(
+        || PathBuf::from(&value),
+        |s| PathBuf::from(s.split(':').next().unwrap_or_default()),
+    );
+    (!first.as_os_str().is_empty()).then_some(first)
 }
 
 /// "2s", "500ms", "1m"; a bare number is seconds (the seed's style of configuration).
@@ -140,6 +181,31 @@ mod tests {
         assert_eq!(a.sampler_config().stale_after, Duration::from_secs(3));
         let b = Args::try_parse_from(["hmonitor"]).expect("parse");
         assert!(!b.cmdline || std::env::var_os("HMON_CMDLINE").is_some());
+    }
+
+    #[test]
+    fn hubs_and_the_state_dir() {
+        let a = Args::try_parse_from([
+            "hmonitor",
+            "--hub",
+            "ws://a:1,wss://b",
+            "--state-dir",
+            "/var/lib/hmonitor",
+        ])
+        .expect("parse");
+        let hubs: Vec<String> = a.hubs().iter().map(ToString::to_string).collect();
+        assert_eq!(hubs, ["ws://a:1/api/agent", "wss://b/api/agent"]);
+        assert_eq!(a.state_dir(), Some(PathBuf::from("/var/lib/hmonitor")));
+        let err = Args::try_parse_from(["hmonitor", "--hub", "ws://a:1,http://b"])
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("http://b"), "{err}");
+        assert_eq!(
+            systemd_state_dir(Some("/var/lib/hmonitor:/var/lib/other".into())),
+            Some(PathBuf::from("/var/lib/hmonitor"))
+        );
+        assert_eq!(systemd_state_dir(Some("".into())), None);
+        assert_eq!(systemd_state_dir(None), None);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The hmonitor agent: samples GPUs (NVML), their processes, disks and host facts on threads of
-//! their own, and serves the latest snapshot to readers (the pull API, `--once`).
+//! their own, and serves the latest snapshot to readers (the pull API, the push client,
+//! `--once`).
 
 pub mod allow;
 pub mod collect;
 pub mod config;
 pub mod pull;
+pub mod push;
 pub mod report;
 pub mod sampler;
+pub mod state_dir;

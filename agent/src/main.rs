@@ -1,4 +1,5 @@
-//! `hmonitor`: the agent binary. Parses flags, starts the sampler and serves readers.
+//! `hmonitor`: the agent binary. Parses flags, starts the sampler and serves readers: the pull
+//! API, the push client, or both at once.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +9,11 @@ use clap::Parser;
 use hmonitor_agent::allow::Allowlist;
 use hmonitor_agent::config::Args;
 use hmonitor_agent::pull::{self, PullService};
+use hmonitor_agent::push::{PushConfig, Pusher};
 use hmonitor_agent::report;
 use hmonitor_agent::sampler::Sampler;
+use hmonitor_agent::state_dir;
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -45,8 +49,42 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = args.sampler_config();
+    let hubs = args.hubs();
+    if !args.once && args.listen.is_none() && hubs.is_empty() {
+        anyhow::bail!(
+            "nothing to do: set GOHM_ADDR (or --listen) to serve the pull API, HMON_HUB (or \
+             --hub) to push to a hub, or use --once"
+        );
+    }
+
+    let mut cfg = args.sampler_config();
+    if cfg.id.is_none() {
+        if let Some(dir) = args.state_dir() {
+            let hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let id = state_dir::host_id(&dir, &hostname)
+                .context("cannot use the state directory (HMON_STATE_DIR)")?;
+            cfg.id = Some(id);
+        }
+    }
     let stale_after = cfg.stale_after;
+    let interval = cfg.interval;
+
+    // Checked before anything starts, so a bad token or missing CA store stops the agent at
+    // once with one clear line.
+    let pusher = if hubs.is_empty() {
+        None
+    } else {
+        let push = PushConfig {
+            hubs,
+            token: args.token.clone(),
+            interval,
+            first_sample_within: stale_after.max(Duration::from_secs(1)),
+        };
+        Some(Pusher::new(push).context("cannot push to the hub (HMON_HUB)")?)
+    };
+
     let sampler = Sampler::start(cfg).context("cannot start the sampling threads")?;
 
     if args.once {
@@ -66,23 +104,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let Some(addr) = args.listen else {
-        anyhow::bail!(
-            "nothing to do: set GOHM_ADDR (or --listen) to serve the pull API, or use --once"
-        );
+    let listener = match args.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (GOHM_ADDR)"))?;
+            Some(listener)
+        }
+        None => None,
     };
+
+    // One stop signal for everything: SIGINT/SIGTERM, or one of the servers failing. Each
+    // server stops on it and finishes cleanly (the pull API drains, the push client sends
+    // every hub a Close frame).
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("stopping"),
+            () = stopped(stop_rx.clone()) => {}
+        }
+        stop_tx.send_replace(true);
+    };
+    let pull = async {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        let result = serve_pull(&args, listener, sampler.clone(), stopped(stop_rx.clone())).await;
+        stop_tx.send_replace(true);
+        result
+    };
+    let push = async {
+        if let Some(pusher) = pusher {
+            pusher.run(sampler.clone(), stopped(stop_rx.clone())).await;
+            stop_tx.send_replace(true);
+        }
+    };
+    let ((), pull_result, ()) = tokio::join!(signal, pull, push);
+    pull_result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve_pull(
+    args: &Args,
+    listener: tokio::net::TcpListener,
+    sampler: Sampler,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let allow = args.allow.clone().unwrap_or_else(Allowlist::loopback);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (GOHM_ADDR)"))?;
     let local = listener.local_addr().context("listener address")?;
     tracing::info!("pull API listening on {local}, allowing {allow}");
     let service = PullService::new(sampler, args.token.clone());
-    pull::serve(listener, allow, service, shutdown_signal())
+    pull::serve(listener, allow, service, shutdown)
         .await
-        .context("pull API failed")?;
-    tracing::info!("stopped");
-    Ok(())
+        .context("pull API failed")
 }
 
 /// Completes on SIGINT or SIGTERM (systemd's stop).

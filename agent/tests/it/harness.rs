@@ -127,6 +127,8 @@ pub fn hmonitor() -> Command {
             c.env_remove(k);
         }
     }
+    // systemd's state directory would give the agent a host id of its own.
+    c.env_remove("STATE_DIRECTORY");
     c.env("HMON_LOG", "info").stdin(Stdio::null());
     c
 }
@@ -165,23 +167,12 @@ pub struct Agent {
 impl Agent {
     /// Starts `cmd` with GOHM_ADDR=127.0.0.1:0 unless set, and waits for its listening line.
     pub fn start(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .env("GOHM_ADDR", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn hmonitor");
-        let stderr = child.stderr.take().expect("stderr");
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        cmd.env("GOHM_ADDR", "127.0.0.1:0");
         let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split([',', ' ']).next().unwrap_or_default().to_owned();
-                    let _ = tx.send(addr);
-                }
-                sink.lock().expect("log").push(line);
+        let (child, log) = spawn_logged(cmd, move |line| {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split([',', ' ']).next().unwrap_or_default().to_owned();
+                let _ = tx.send(addr);
             }
         });
         let addr = rx
@@ -199,17 +190,89 @@ impl Agent {
     }
 
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
+        matching(&self.log, needle)
     }
 }
 
 impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` with stderr collected line by line (each line also goes to `on_line`).
+fn spawn_logged(
+    mut cmd: Command,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hmonitor");
+    let stderr = child.stderr.take().expect("stderr");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            on_line(&line);
+            sink.lock().expect("log").push(line);
+        }
+    });
+    (child, log)
+}
+
+fn matching(log: &Mutex<Vec<String>>, needle: &str) -> Vec<String> {
+    log.lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+/// A running agent without the pull API (pushing to hubs); killed on drop. Its stderr is
+/// collected.
+pub struct Pushing {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Pushing {
+    /// Starts `cmd` as it is (no GOHM_ADDR); does not wait for anything.
+    pub fn start(cmd: Command) -> Self {
+        let (child, log) = spawn_logged(cmd, |_| {});
+        Self { child, log }
+    }
+
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        matching(&self.log, needle)
+    }
+
+    pub fn whole_log(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// SIGTERM, as systemd stops a service; waits (bounded) for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "agent did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pushing {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

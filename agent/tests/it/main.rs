@@ -4,6 +4,7 @@
 mod harness;
 mod once;
 mod pull;
+mod push;
 
 /// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
 pub mod seed {
