@@ -104,6 +104,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // Pull readers should not get an empty report just because the first samples are still
+    // on their way; a source that hangs shows up stale after this instead.
+    if args.listen.is_some() {
+        sampler.ready(stale_after).await;
+    }
     let listener = match args.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

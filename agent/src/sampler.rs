@@ -75,6 +75,7 @@ pub struct Sampler {
     id: Arc<str>,
     started: Instant,
     stale_after: Duration,
+    interval: Duration,
 }
 
 impl Sampler {
@@ -134,6 +135,7 @@ impl Sampler {
             id,
             started: Instant::now(),
             stale_after: cfg.stale_after,
+            interval,
         })
     }
 
@@ -148,9 +150,16 @@ impl Sampler {
         let _ = tokio::time::timeout(deadline, wait_all).await;
     }
 
-    /// Waits for the next host sample (one per interval): the push client's clock.
+    /// Waits for the next GPU sample (one per interval): the push client's clock. The GPU
+    /// thread is the slowest source and the one readers care about most, so a report taken
+    /// right after its sample is the freshest there is. If that thread hangs, this returns
+    /// after 1.5 intervals anyway, so reports keep flowing and show the GPU readings stale.
+    /// Returns false once the sampling threads are gone.
     pub async fn changed(&mut self) -> bool {
-        self.host.changed().await.is_ok()
+        match tokio::time::timeout(self.interval * 3 / 2, self.gpu.changed()).await {
+            Ok(r) => r.is_ok(),
+            Err(_) => true,
+        }
     }
 
     /// The latest report, assembled from the newest sample of each source.

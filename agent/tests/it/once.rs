@@ -1,5 +1,7 @@
 //! `hmonitor --once`: the report's shape and content on stand-in scenarios.
 
+use std::os::unix::process::CommandExt;
+
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -143,9 +145,10 @@ fn a_host_without_gpus_reports_none_and_exits_zero() {
 fn command_lines_only_when_enabled_and_bounded() {
     let dir = tempdir();
     let long_arg = "x".repeat(5000);
-    // A shell that stays (the trailing `:` keeps it from exec'ing sleep), with a 5000-byte argument.
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "sleep 300; :", "sh", &long_arg])
+    // A 5000-byte argv[0]: sleep takes no extra arguments, but its name can be anything.
+    let mut child = std::process::Command::new("sleep")
+        .arg0(&long_arg)
+        .arg("300")
         .spawn()
         .expect("spawn");
     // Right after fork the child's command line is still being replaced by exec.
@@ -153,7 +156,7 @@ fn command_lines_only_when_enabled_and_bounded() {
     eventually(std::time::Duration::from_secs(5), || {
         std::fs::read(&proc_cmdline)
             .ok()
-            .filter(|b| b.starts_with(b"sh\0-c"))
+            .filter(|b| b.starts_with(b"xxx"))
     });
     let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
     let scenario = write_scenario(dir.path(), &s);
