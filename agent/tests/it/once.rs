@@ -169,10 +169,8 @@ fn command_lines_only_when_enabled_and_bounded() {
         .as_str()
         .expect("cmdline present")
         .to_owned();
-    assert!(
-        cmdline.starts_with("sh -c sleep 300; : sh xxx"),
-        "{cmdline}"
-    );
+    assert!(cmdline.starts_with("xxxxxxxx"), "{cmdline}");
+    assert!(cmdline.ends_with('…'), "a cut command line ends with an ellipsis: {cmdline}");
     assert!(cmdline.len() <= 520, "not bounded: {} bytes", cmdline.len());
 }
 
