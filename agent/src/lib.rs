@@ -3,6 +3,7 @@
 //! `--once`).
 
 pub mod allow;
+pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod pull;

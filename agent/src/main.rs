@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hmonitor_agent::allow::Allowlist;
+use hmonitor_agent::cli::{self, shutdown_signal};
 use hmonitor_agent::config::Args;
 use hmonitor_agent::pull::{self, PullService};
 use hmonitor_agent::push::{PushConfig, Pusher};
@@ -19,33 +20,13 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // A one-shot report keeps stderr for what went wrong.
     let default_log = if args.once { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_new(args.log.as_deref().unwrap_or(default_log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-
+    cli::init_logging(args.log.as_deref().unwrap_or(default_log));
     // One thread is plenty: the sampling threads do the blocking work, the runtime only
     // answers readers. It also keeps the agent's footprint small.
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hmonitor: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hmonitor: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    cli::run_main("hmonitor", rt, run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -166,21 +147,4 @@ async fn serve_pull(
     pull::serve(listener, allow, service, shutdown)
         .await
         .context("pull API failed")
-}
-
-/// Completes on SIGINT or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

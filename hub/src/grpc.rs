@@ -18,7 +18,6 @@ use tonic::{Request, Response, Status};
 
 use crate::state::Hub;
 
-
 /// `HostMonitor` answered from the hub's state map.
 pub struct Facade {
     hub: Arc<Hub>,

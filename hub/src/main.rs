@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hmonitor_agent::cli::{self, shutdown_signal};
 use hmonitor_hub::agent_ws::AgentAuth;
 use hmonitor_hub::config::{self, Args};
 use hmonitor_hub::state::Hub;
@@ -15,30 +16,11 @@ use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(args.log.as_deref().unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    cli::init_logging(args.log.as_deref().unwrap_or("info"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hmonitor-hub: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hmonitor-hub: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    cli::run_main("hmonitor-hub", rt, run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -149,21 +131,4 @@ fn raise_fd_limit() {
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Completes on SIGINT or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

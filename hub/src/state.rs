@@ -105,7 +105,11 @@ fn encode_host_event(state: &HostState, sent_ms: u64) -> Bytes {
     use prost::encoding::{encoded_len_varint, key_len, message, uint64};
     let len = state.encoded_len();
     let mut buf = Vec::with_capacity(
-        key_len(1) + encoded_len_varint(len as u64) + len + key_len(4) + encoded_len_varint(sent_ms),
+        key_len(1)
+            + encoded_len_varint(len as u64)
+            + len
+            + key_len(4)
+            + encoded_len_varint(sent_ms),
     );
     // In the order prost writes LiveEvent's fields: the `event` oneof (tag 1), then `sent_ms`
     // (tag 4), which proto3 leaves out when 0.
@@ -451,7 +455,10 @@ mod tests {
                 sent_ms,
             }
             .encode_to_vec();
-            assert_eq!(encode_host_event(&state, sent_ms).as_ref(), expected.as_slice());
+            assert_eq!(
+                encode_host_event(&state, sent_ms).as_ref(),
+                expected.as_slice()
+            );
         }
     }
 

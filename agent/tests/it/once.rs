@@ -170,7 +170,10 @@ fn command_lines_only_when_enabled_and_bounded() {
         .expect("cmdline present")
         .to_owned();
     assert!(cmdline.starts_with("xxxxxxxx"), "{cmdline}");
-    assert!(cmdline.ends_with('…'), "a cut command line ends with an ellipsis: {cmdline}");
+    assert!(
+        cmdline.ends_with('…'),
+        "a cut command line ends with an ellipsis: {cmdline}"
+    );
     assert!(cmdline.len() <= 520, "not bounded: {} bytes", cmdline.len());
 }
 
