@@ -4,13 +4,13 @@
 CARGO ?= cargo
 VENV  ?= target/venv-gpustat
 
-.PHONY: run test test-rust test-gpustat lint release bench-once
+.PHONY: run test test-rust test-gpustat test-deploy lint release bench-once
 
 run:
 	$(CARGO) build --release --workspace
 	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
-test: test-rust test-gpustat
+test: test-rust test-gpustat test-deploy
 	@echo "all tests passed"
 
 test-rust:
@@ -21,6 +21,11 @@ test-rust:
 test-gpustat:
 	$(CARGO) build -p hmonitor-nvml-stub
 	GPUSTAT_VENV=$(VENV) bash agent/nvml-stub/tests/gpustat-compat.sh
+
+# Deploy issue: the systemd units (systemd-analyze verify on the built binaries).
+test-deploy:
+	$(CARGO) build -p hmonitor-agent -p hmonitor-hub --bins
+	bash systemd/tests/verify.sh $${CARGO_TARGET_DIR:-target}/debug
 
 lint:
 	$(CARGO) fmt --all -- --check
