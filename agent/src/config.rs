@@ -98,6 +98,9 @@ pub struct Args {
     /// Log filter, e.g. info, debug, hmonitor_agent=debug [default: info; warn with --once].
     #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl Args {

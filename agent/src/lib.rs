@@ -11,3 +11,4 @@ pub mod push;
 pub mod report;
 pub mod sampler;
 pub mod state_dir;
+pub mod tls;

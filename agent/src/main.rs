@@ -62,6 +62,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             token: args.token.clone(),
             interval,
             first_sample_within: stale_after.max(Duration::from_secs(1)),
+            tls: args.tls.client(),
         };
         Some(Pusher::new(push).context("cannot push to the hub (HMON_HUB)")?)
     };
@@ -142,9 +143,17 @@ async fn serve_pull(
 ) -> anyhow::Result<()> {
     let allow = args.allow.clone().unwrap_or_else(Allowlist::loopback);
     let local = listener.local_addr().context("listener address")?;
-    tracing::info!("pull API listening on {local}, allowing {allow}");
+    tracing::info!(
+        "pull API listening on {local}{}, allowing {allow}",
+        if args.tls.tls_cert.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        }
+    );
     let service = PullService::new(sampler, args.token.clone());
-    pull::serve(listener, allow, service, shutdown)
+    let tls = args.tls.pull_server()?;
+    pull::serve(listener, allow, service, tls, shutdown)
         .await
         .context("pull API failed")
 }

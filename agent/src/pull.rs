@@ -48,10 +48,15 @@ pub async fn serve(
     listener: TcpListener,
     allow: Allowlist,
     service: PullService,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = allowed_connections(listener, allow, "pull");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         // Bound what one caller can hold open.
         .timeout(Duration::from_secs(10))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -96,6 +96,8 @@ pub enum PushError {
     NoRootCertificates(String),
     #[error("cannot set up TLS: {0}")]
     Tls(rustls::Error),
+    #[error(transparent)]
+    TlsSettings(#[from] crate::tls::TlsError),
 }
 
 /// One hub's address: a `ws://` or `wss://` URL, with [`DEFAULT_PATH`] filled in when the URL
@@ -203,6 +205,8 @@ pub struct PushConfig {
     /// How long to wait for every source's first sample before the first snapshot (a hung
     /// source then shows up as stale instead of delaying the hello forever).
     pub first_sample_within: Duration,
+    /// `HMON_CA` / `HMON_INSECURE_SKIP_VERIFY` for wss:// hubs.
+    pub tls: crate::tls::ClientTls,
 }
 
 /// The push client, checked and ready to run (see [`Pusher::new`]).
@@ -218,6 +222,8 @@ struct Shared {
     auth: Option<HeaderValue>,
     /// Present when some hub URL is `wss://`.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Certificates are not verified (HMON_INSECURE_SKIP_VERIFY): warned on every connect.
+    insecure: bool,
     interval: Duration,
 }
 
@@ -235,7 +241,10 @@ impl Pusher {
             None => None,
         };
         let tls = if cfg.hubs.iter().any(HubUrl::is_tls) {
-            Some(tls_config()?)
+            match crate::tls::client_config(&cfg.tls)? {
+                Some(custom) => Some(custom),
+                None => Some(tls_config()?),
+            }
         } else {
             None
         };
@@ -244,6 +253,7 @@ impl Pusher {
             shared: Arc::new(Shared {
                 auth,
                 tls,
+                insecure: cfg.tls.insecure,
                 interval: cfg.interval,
             }),
             first_sample_within: cfg.first_sample_within,
@@ -675,6 +685,9 @@ async fn connect(hub: &HubUrl, shared: &Shared) -> Result<Ws, ConnError> {
         .map_err(ConnError::Connect)?;
     // Snapshots are whole messages: send each at once rather than waiting to fill a segment.
     let _ = tcp.set_nodelay(true);
+    if hub.tls && shared.insecure {
+        tracing::warn!("connecting to {hub}: {}", crate::tls::INSECURE_WARNING);
+    }
     let connector = match (&shared.tls, hub.tls) {
         (Some(cfg), true) => Connector::Rustls(cfg.clone()),
         _ => Connector::Plain,
@@ -1079,6 +1092,7 @@ mod tests {
             token: Some("sec\nret".into()),
             interval: Duration::from_secs(2),
             first_sample_within: Duration::from_secs(1),
+            tls: Default::default(),
         };
         let err = Pusher::new(cfg).err().expect("must fail").to_string();
         assert!(!err.contains("sec"), "{err}");

@@ -72,7 +72,7 @@ run() {
   shift 2
   wait_quiet
   rm -rf "$work/data"
-  "$hub_bin" --listen 127.0.0.1:0 --data-dir "$work/data" --token bench 2>"$OUT/$name-$n.hub.log" &
+  "$hub_bin" --listen 127.0.0.1:0 --max-conns-per-addr 0 --data-dir "$work/data" --token bench 2>"$OUT/$name-$n.hub.log" &
   hub=$!
   local addr=
   for _ in $(seq 100); do

@@ -196,7 +196,8 @@ async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: 
     };
     hub.stats.agents_connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!("agent {id} connected from {peer}");
-    let reason = stream(&hub, &mut socket, &id, conn, &hello, max).await;
+    let rate = app.cfg.limits.agent_frames_per_sec;
+    let reason = stream(&hub, &mut socket, &id, conn, &hello, max, rate).await;
     hub.release(&id, conn);
     hub.stats.agents_connected.fetch_sub(1, Ordering::Relaxed);
     match reason {
@@ -277,10 +278,12 @@ async fn stream(
     conn: ConnId,
     hello: &AgentHello,
     max: usize,
+    rate: u32,
 ) -> Option<(u16, String)> {
     let interval = Duration::from_millis(u64::from(hello.interval_ms.max(100)));
     // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
     let silence = interval * DOWN_AFTER_INTERVALS;
+    let mut bucket = crate::limits::TokenBucket::per_second(rate);
     loop {
         let msg = match tokio::time::timeout(silence, socket.recv()).await {
             Err(_) => return Some((CLOSE_POLICY, "nothing received for 3 intervals".into())),
@@ -291,6 +294,16 @@ async fn stream(
             }
             Ok(Some(Ok(msg))) => msg,
         };
+        // Every message counts, pings included: a flood of either costs the hub the same.
+        if !bucket.take() {
+            hub.stats
+                .frames_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Some((
+                CLOSE_POLICY,
+                format!("too many frames (limit {rate}/s per agent)"),
+            ));
+        }
         let len = match &msg {
             Message::Binary(b) => b.len(),
             _ => 0,

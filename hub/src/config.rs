@@ -94,6 +94,10 @@ pub struct HubConfig {
     pub browser_write_timeout: Duration,
     /// Also run an agent for this machine inside the hub.
     pub local_agent: bool,
+    /// Per-address connections, per-agent frame rate.
+    pub limits: crate::limits::Limits,
+    /// Serve HTTPS/WSS and TLS gRPC from this certificate chain and key (PEM).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Where the configuration came from, for the start-up log (never holds a token).
     pub sources: Vec<String>,
 }
@@ -114,6 +118,8 @@ impl Default for HubConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             browser_write_timeout: Duration::from_secs(5),
             local_agent: false,
+            limits: crate::limits::Limits::default(),
+            tls: None,
             sources: Vec::new(),
         }
     }
@@ -136,6 +142,8 @@ impl fmt::Debug for HubConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("local_agent", &self.local_agent)
+            .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .field("sources", &self.sources)
             .finish()
     }
@@ -222,6 +230,9 @@ pub struct Args {
     /// Log filter, e.g. info, debug, hmonitor_hub=debug [default: info].
     #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    #[command(flatten)]
+    pub deploy: crate::limits::DeployArgs,
 }
 
 impl fmt::Debug for Args {
@@ -239,6 +250,7 @@ impl fmt::Debug for Args {
             .field("local_agent", &self.local_agent)
             .field("settings_py", &self.settings_py)
             .field("log", &self.log)
+            .field("deploy", &self.deploy)
             .finish()
     }
 }
@@ -309,6 +321,8 @@ pub enum ConfigError {
     TokenFile { path: PathBuf, reason: String },
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Loads the configuration: `args` (flags and environment), the `--config` file, the seed's
@@ -443,6 +457,10 @@ struct FileConfig {
     max_frame_bytes: Option<FrameBytes>,
     browser_write_timeout: Option<DurationValue>,
     local_agent: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_conns_per_addr: Option<usize>,
+    max_agent_frames_per_sec: Option<std::num::NonZeroU32>,
     #[serde(default)]
     hosts: BTreeMap<HostId, Spanned<HostEntry>>,
     /// Checked in `resolve`, not while deserializing: the toml crate places an error inside an
@@ -1111,6 +1129,20 @@ pub fn resolve(
             .as_ref()
             .map_or(d.browser_write_timeout, |v| v.0),
         local_agent: args.local_agent.or(f.local_agent).unwrap_or(d.local_agent),
+        limits: crate::limits::Limits::resolve(
+            &args.deploy,
+            f.max_conns_per_addr,
+            f.max_agent_frames_per_sec.map(std::num::NonZeroU32::get),
+        ),
+        tls: crate::tls::TlsFiles::resolve(
+            &args.deploy,
+            f.tls_cert
+                .as_deref()
+                .and_then(|p| file.map(|c| c.relative(p))),
+            f.tls_key
+                .as_deref()
+                .and_then(|p| file.map(|c| c.relative(p))),
+        )?,
         sources,
     })
 }

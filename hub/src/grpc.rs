@@ -87,9 +87,14 @@ pub async fn serve(
     hub: Arc<Hub>,
     allow: Allowlist,
     viewer_token: Option<String>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         // Bound what one caller can hold open.
         .timeout(Duration::from_secs(10))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -154,6 +159,7 @@ mod tests {
             hub(),
             allow.parse().expect("allowlist"),
             token.map(Into::into),
+            None,
             async {
                 let _ = rx.await;
             },

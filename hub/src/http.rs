@@ -19,6 +19,7 @@ pub fn router(app: App) -> Router {
         .route("/api/hosts", get(hosts))
         .route("/api/live", get(live::upgrade))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::handler))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
     Router::new()
         // Agents authenticate with their own tokens; the viewer gate does not apply.

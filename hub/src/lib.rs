@@ -5,10 +5,13 @@ pub mod agent_ws;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod live;
 pub mod local;
+pub mod metrics;
 pub mod pull;
 pub mod state;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use hmonitor_agent::cli::{self, shutdown_signal};
 use hmonitor_hub::agent_ws::AgentAuth;
 use hmonitor_hub::config::{self, Args};
+use hmonitor_hub::limits::PerAddrListener;
 use hmonitor_hub::state::Hub;
+use hmonitor_hub::tls::TlsListener;
 use hmonitor_hub::{grpc, http, local, pull, App};
 use tokio::sync::watch;
 
@@ -69,8 +72,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("gRPC listening on {}", listener.local_addr()?);
         let (hub, token, stop) = (hub.clone(), cfg.viewer_token.clone(), stop_rx.clone());
         let allow = cfg.viewer_allow.clone();
+        let tls = cfg.tls.as_ref().map(|t| t.grpc_config()).transpose()?;
         tokio::spawn(async move {
-            if let Err(e) = grpc::serve(listener, hub, allow, token, wait_for(stop)).await {
+            if let Err(e) = grpc::serve(listener, hub, allow, token, tls, wait_for(stop)).await {
                 tracing::error!("gRPC facade failed: {e}");
             }
         });
@@ -96,20 +100,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", g.add_host_hint(bound));
     }
     tracing::info!(
-        "hub listening on {bound}, config from {}",
+        "hub listening on {bound}{}, config from {}",
+        if cfg.tls.is_some() { " (TLS)" } else { "" },
         if cfg.sources.is_empty() {
             "defaults".to_owned()
         } else {
             cfg.sources.join(", ")
         }
     );
+    let listener = PerAddrListener::new(listener, cfg.limits.conns_per_addr, hub.clone());
+    let tls = cfg.tls.as_ref().map(|t| t.server_config()).transpose()?;
     let app = App { hub, cfg, auth };
-    axum::serve(
-        listener,
-        http::router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait_for(stop_rx))
-    .await
+    let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    // tap_io: axum's ConnectInfo<SocketAddr> is implemented for tapped listeners of any kind.
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(wait_for(stop_rx))
+                .await
+        }
+        None => {
+            axum::serve(listener.tap_io(|_| {}), service)
+                .with_graceful_shutdown(wait_for(stop_rx))
+                .await
+        }
+    }
     .context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

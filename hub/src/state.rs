@@ -63,6 +63,8 @@ pub struct Stats {
     pub browsers_dropped: AtomicU64,
     pub browsers_connected: AtomicU64,
     pub agents_connected: AtomicU64,
+    /// Agent connections closed for exceeding the per-agent frame rate.
+    pub frames_rate_limited: AtomicU64,
 }
 
 /// Why a connection may not report as a host.

@@ -1,0 +1,302 @@
+//! Limits on what one untrusted peer may cost the hub: concurrent connections per source
+//! address (counted at accept, before TLS or HTTP), and frames per second per agent connection
+//! (a token bucket). Frame size, hello timeout and browser message size are enforced where the
+//! frames are read (agent_ws.rs, live.rs); HTTP header sizes by hyper (see README, "Limits").
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::state::Hub;
+
+/// Concurrent connections one address may hold by default. Generous: a lab's NAT gateway may
+/// carry a few hundred agents; one address with more is rarely anything but a misbehaving or
+/// hostile client.
+pub const DEFAULT_CONNS_PER_ADDR: usize = 512;
+
+/// Frames per second one agent connection may send on average by default. An agent sends one
+/// per interval (0.5/s at 2 s) plus pings; the margin is for backfill after a reconnect.
+pub const DEFAULT_AGENT_FRAMES_PER_SEC: u32 = 50;
+
+/// Burst allowance, in seconds of the rate.
+pub const BURST_SECONDS: u32 = 10;
+
+/// The deploy issue's hub flags (flattened into the hub's `Args`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeployArgs {
+    /// TLS certificate chain (PEM): serve HTTPS/WSS and TLS gRPC [default: plain TCP].
+    #[arg(long, env = "HMON_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, env = "HMON_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most concurrent connections (agents, browsers, API) from one address; 0 = no limit
+    /// [default: 512].
+    #[arg(long, env = "HMON_MAX_CONNS_PER_ADDR", value_name = "N")]
+    pub max_conns_per_addr: Option<usize>,
+
+    /// Most frames per second one agent connection may send on average (bursts of 10 s of it
+    /// are allowed); a connection over it is closed with 1008 [default: 50].
+    #[arg(long, env = "HMON_MAX_AGENT_FRAMES_PER_SEC", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_agent_frames_per_sec: Option<u32>,
+}
+
+/// The resolved limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// 0: no limit.
+    pub conns_per_addr: usize,
+    pub agent_frames_per_sec: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            conns_per_addr: DEFAULT_CONNS_PER_ADDR,
+            agent_frames_per_sec: DEFAULT_AGENT_FRAMES_PER_SEC,
+        }
+    }
+}
+
+impl Limits {
+    /// Flags and environment beat the file's values, which beat the defaults.
+    pub fn resolve(args: &DeployArgs, file_conns: Option<usize>, file_rate: Option<u32>) -> Self {
+        let d = Self::default();
+        Self {
+            conns_per_addr: args
+                .max_conns_per_addr
+                .or(file_conns)
+                .unwrap_or(d.conns_per_addr),
+            agent_frames_per_sec: args
+                .max_agent_frames_per_sec
+                .or(file_rate)
+                .unwrap_or(d.agent_frames_per_sec)
+                .max(1),
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn per_second(rate: u32) -> Self {
+        let burst = f64::from(rate) * f64::from(BURST_SECONDS);
+        Self {
+            rate: f64::from(rate),
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    pub fn take(&mut self) -> bool {
+        self.take_at(Instant::now())
+    }
+
+    pub fn take_at(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Default)]
+struct AddrCount {
+    open: usize,
+    /// Refusals logged since the address last went under the limit (one line per episode).
+    warned: bool,
+}
+
+type Counts = Arc<Mutex<HashMap<IpAddr, AddrCount>>>;
+
+/// A TCP listener that closes, on accept, a connection from an address already holding
+/// `limit` connections. Nothing is read from such a connection, so it costs one accept.
+pub struct PerAddrListener {
+    inner: TcpListener,
+    limit: usize,
+    counts: Counts,
+    hub: Arc<Hub>,
+}
+
+impl PerAddrListener {
+    pub fn new(inner: TcpListener, limit: usize, hub: Arc<Hub>) -> Self {
+        Self {
+            inner,
+            limit,
+            counts: Arc::default(),
+            hub,
+        }
+    }
+
+    /// Accepts the next connection within the limit.
+    pub async fn accept_limited(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Some(stream) = self.admit(stream, peer) {
+                return (stream, peer);
+            }
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Counted> {
+        if self.limit == 0 {
+            return Some(Counted {
+                stream,
+                release: None,
+            });
+        }
+        let ip = peer.ip();
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = counts.entry(ip).or_default();
+        if entry.open >= self.limit {
+            self.hub
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if !entry.warned {
+                entry.warned = true;
+                tracing::warn!(
+                    "connections from {ip} refused: it holds {} (limit {}, --max-conns-per-addr); \
+                     further refusals are not logged until it drops below the limit",
+                    entry.open,
+                    self.limit
+                );
+            }
+            return None;
+        }
+        entry.open += 1;
+        Some(Counted {
+            stream,
+            release: Some((self.counts.clone(), ip)),
+        })
+    }
+}
+
+impl axum::serve::Listener for PerAddrListener {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.accept_limited().await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that counts against its address until dropped.
+pub struct Counted {
+    stream: TcpStream,
+    release: Option<(Counts, IpAddr)>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some((counts, ip)) = self.release.take() {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(e) = counts.get_mut(&ip) {
+                e.open = e.open.saturating_sub(1);
+                e.warned = false;
+                if e.open == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut b = TokenBucket::per_second(10);
+        let t0 = b.last;
+        let burst = (0..1000).take_while(|_| b.take_at(t0)).count();
+        assert_eq!(burst, 100);
+        // Half a second later: 5 more.
+        let t1 = t0 + Duration::from_millis(500);
+        let more = (0..1000).take_while(|_| b.take_at(t1)).count();
+        assert_eq!(more, 5);
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!((0..1000).take_while(|_| b.take_at(t2)).count(), 100);
+    }
+}
