@@ -2,5 +2,6 @@
 //! NVML stand-in behind the agents, browser-like WebSocket clients. One test binary.
 
 mod deploy;
+mod fuzz;
 mod harness;
 mod push;
