@@ -4,13 +4,13 @@
 CARGO ?= cargo
 VENV  ?= target/venv-gpustat
 
-.PHONY: run test test-rust test-gpustat test-deploy lint release bench-once
+.PHONY: run test test-rust test-gpustat test-deploy test-release lint release bench-once
 
 run:
 	$(CARGO) build --release --workspace
 	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
-test: test-rust test-gpustat test-deploy
+test: test-rust test-gpustat test-deploy test-release
 	@echo "all tests passed"
 
 test-rust:
@@ -31,5 +31,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The portable release archive (glibc >= 2.17): $(DIST)/hmonitor-VERSION-x86_64-linux-gnu.tar.gz.
+# When the hub embeds the built page (frontend/dist), add the frontend build target as a
+# prerequisite of `release` here.
+DIST ?= $${CARGO_TARGET_DIR:-target}/dist
 release:
-	$(CARGO) build --release --workspace
+	DIST_DIR=$(DIST) bash scripts/release.sh
+
+# The archive's binaries need no glibc newer than 2.17 (objdump -T) and run (--version).
+test-release: release
+	bash scripts/check-release.sh $(DIST)/hmonitor-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-x86_64-linux-gnu.tar.gz

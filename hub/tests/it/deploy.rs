@@ -578,3 +578,108 @@ fn no_token_appears_in_the_logs_at_debug_level() {
         }
     }
 }
+
+async fn get_info_tls(
+    addr: SocketAddr,
+    ca_pem: &Path,
+    reqtype: &str,
+) -> Result<hmonitor_proto::HostInfo, String> {
+    use hmonitor_proto::host_monitor_client::HostMonitorClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ca = std::fs::read(ca_pem).expect("ca");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("endpoint")
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    HostMonitorClient::new(channel)
+        .get_info(hmonitor_proto::RequestInfo {
+            token: String::new(),
+            reqtype: reqtype.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_on_the_hubs_facade_and_the_agents_pull_api() {
+    let pki = Pki {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let ca = pki.ca("ca");
+    let _other = pki.ca("other-ca");
+    let (cert, key) = pki.leaf("localhost", &["localhost"], &ca, false);
+
+    // The hub's gRPC facade uses the same certificate as its HTTP side.
+    let hub = tls_hub(&cert, &key);
+    let grpc = hub.grpc.expect("grpc address");
+    let (head, _) = http_get(grpc, "/", &[]);
+    assert!(!head.contains("HTTP/1.1 200"), "{head}");
+    let s = Scenario::new(&one_gpu("NVIDIA H200", 61));
+    let url = format!("wss://localhost:{}/api/agent", hub.addr.port());
+    let ca_pem = pki.path("ca.pem");
+    let ca_env = ca_pem.display().to_string();
+    let _a = agent_with(
+        "grpc-tls",
+        &url,
+        &s,
+        "300ms",
+        TOKEN,
+        &[("HMON_CA", &ca_env)],
+    );
+    let info = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match get_info_tls(grpc, &ca_pem, "grpc-tls").await {
+                Ok(i) if i.gpus.first().and_then(|g| g.utilization) == Some(61) => break i,
+                other => {
+                    assert!(Instant::now() < deadline, "facade over TLS: {other:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    assert_eq!(info.id, "grpc-tls");
+    // A client trusting another CA is refused.
+    let err = get_info_tls(grpc, &pki.path("other-ca.pem"), "grpc-tls")
+        .await
+        .expect_err("another CA must fail");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+
+    // The agent's pull API with HMON_TLS_CERT/HMON_TLS_KEY.
+    let mut cmd = Command::new(agent_bin());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("GOHM_") || k.starts_with("HMON_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GOHM_ADDR", "127.0.0.1:0")
+        .env("HMON_ID", "pull-tls")
+        .env("HMON_NVML_LIB", stub_lib())
+        .env("HMON_STUB_SCENARIO", &s.path)
+        .env("HMON_TLS_CERT", &cert)
+        .env("HMON_TLS_KEY", &key);
+    let (_agent, listening) = Proc::spawn(cmd, "pull API listening on ");
+    let addr: SocketAddr = listening.parse().expect("pull address");
+    let info = get_info_tls(addr, &ca_pem, "")
+        .await
+        .expect("pull API over TLS");
+    assert_eq!(info.id, "pull-tls");
+    assert_eq!(info.gpus[0].utilization, Some(61));
+    // Plain HTTP/2 to the TLS port gets nothing.
+    let plain =
+        hmonitor_proto::host_monitor_client::HostMonitorClient::connect(format!("http://{addr}"))
+            .await;
+    if let Ok(mut c) = plain {
+        let r = c.get_info(hmonitor_proto::RequestInfo::default()).await;
+        assert!(r.is_err(), "plain gRPC answered on the TLS port");
+    }
+}
