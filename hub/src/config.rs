@@ -665,8 +665,10 @@ pub fn parse_frame_bytes(s: &str) -> Result<usize, String> {
 /// `host:port` (a name, an IPv4 address or a bracketed IPv6 address, and a port). Names are
 /// not resolved here: a target whose name does not resolve yet is shown down, not refused.
 pub fn check_pull_addr(addr: &str) -> Result<(), String> {
-    let bad = || format!("{addr:?} is not host:port (e.g. 10.0.0.7:9203)");
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let bad = || format!("{addr:?} is not host:port or https://host:port (e.g. 10.0.0.7:9203)");
+    // https://: the agent's pull API serves TLS (see crate::tls::pull_endpoint).
+    let plain = addr.strip_prefix("https://").unwrap_or(addr);
+    let (host, port) = plain.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     if port == 0 {
         return Err(bad());

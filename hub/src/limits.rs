@@ -41,6 +41,11 @@ pub struct DeployArgs {
     #[arg(long, env = "HMON_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// CA certificate(s) (PEM) that https:// pull targets must chain to, instead of the
+    /// system's store.
+    #[arg(long, env = "HMON_PULL_CA", value_name = "PATH")]
+    pub pull_ca: Option<PathBuf>,
+
     /// Most concurrent connections (agents, browsers, API) from one address; 0 = no limit
     /// [default: 512].
     #[arg(long, env = "HMON_MAX_CONNS_PER_ADDR", value_name = "N")]

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     raise_fd_limit();
     let (cfg, generated) = config::load(&args)?;
+    hmonitor_hub::tls::init_pull_ca(args.deploy.pull_ca.as_deref())?;
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
     let auth = Arc::new(AgentAuth {

@@ -12,7 +12,7 @@ use hmonitor_proto::{HostSource, RequestInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::PullTarget;
 use crate::state::{ConnId, Credential, Hub};
@@ -65,7 +65,7 @@ async fn poll_target(
 ) {
     let id = target.id.as_str();
     let addr = target.addr.as_str();
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+    let endpoint = match crate::tls::pull_endpoint(addr) {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(interval.max(MIN_REQUEST_TIMEOUT)),

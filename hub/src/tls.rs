@@ -168,3 +168,37 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// The CA for https:// pull targets (`--pull-ca`); unset: the system's store.
+static PULL_CA: std::sync::OnceLock<tonic::transport::Certificate> = std::sync::OnceLock::new();
+
+/// Reads `--pull-ca` once at start, so that a bad file stops the hub with a clear message.
+pub fn init_pull_ca(path: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(path) = path else { return Ok(()) };
+    let pem = TlsFiles::read(path, "pull CA")?;
+    let n = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::Tls(format!("pull CA {}: {e}", path.display())))?
+        .len();
+    if n == 0 {
+        return Err(ConfigError::Tls(format!(
+            "pull CA {}: no PEM CERTIFICATE block",
+            path.display()
+        )));
+    }
+    let _ = PULL_CA.set(tonic::transport::Certificate::from_pem(pem));
+    Ok(())
+}
+
+/// The gRPC endpoint of a pull target: `host:port` in plain HTTP/2, `https://host:port` over
+/// TLS, checked against `--pull-ca` or the system's store.
+pub fn pull_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    if !addr.starts_with("https://") {
+        return tonic::transport::Endpoint::from_shared(format!("http://{addr}"));
+    }
+    let tls = match PULL_CA.get() {
+        Some(ca) => tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()),
+        None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+    };
+    tonic::transport::Endpoint::from_shared(addr.to_owned())?.tls_config(tls)
+}

@@ -674,6 +674,42 @@ async fn grpc_over_tls_on_the_hubs_facade_and_the_agents_pull_api() {
         .expect("pull API over TLS");
     assert_eq!(info.id, "pull-tls");
     assert_eq!(info.gpus[0].utilization, Some(61));
+    // A hub polls that agent over TLS (https:// pull target, --pull-ca).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pull]]\nid = \"pulled\"\naddr = \"https://localhost:{}\"\n",
+            addr.port()
+        ),
+    )
+    .expect("config");
+    let poller = Hub::start_with(HubOpts {
+        extra: vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--pull-ca".into(),
+            ca_env.clone(),
+        ],
+        ..Default::default()
+    });
+    let pulled = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hosts = crate::push::reqwest_get(&poller.http("/api/hosts")).await;
+            let h = hosts
+                .as_array()
+                .and_then(|a| a.iter().find(|h| h["id"] == "pulled"))
+                .cloned();
+            if let Some(h) = h.filter(|h| h["status"] == "HOST_STATUS_UP") {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "pull over TLS: {hosts}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert_eq!(pulled["info"]["gpus"][0]["utilization"], 61, "{pulled}");
     // Plain HTTP/2 to the TLS port gets nothing.
     let plain =
         hmonitor_proto::host_monitor_client::HostMonitorClient::connect(format!("http://{addr}"))
