@@ -387,6 +387,9 @@ fn hub_interval(ms: u32, own: Duration) -> Duration {
 enum ConnError {
     #[error("{0}")]
     Ws(#[from] tungstenite::Error),
+    /// The hub's TLS certificate was refused; the hint says what to check.
+    #[error("{0} ({1})")]
+    Certificate(tungstenite::Error, &'static str),
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
     #[error("no answer within {} s (waiting for the {what})", .after.as_secs())]
@@ -701,7 +704,11 @@ async fn connect(hub: &HubUrl, shared: &Shared) -> Result<Ws, ConnError> {
         Some(config),
         Some(connector),
     )
-    .await?;
+    .await
+    .map_err(|e| match crate::tls::hint(&e.to_string()) {
+        Some(hint) => ConnError::Certificate(e, hint),
+        None => ConnError::Ws(e),
+    })?;
     Ok(ws)
 }
 

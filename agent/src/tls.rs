@@ -63,6 +63,26 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// What to check when a hub's certificate is refused, from rustls' reason.
+pub fn hint(error: &str) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    if !e.contains("certificate") {
+        return None;
+    }
+    Some(if e.contains("unknownissuer") {
+        "the hub's certificate is not signed by a CA this agent trusts: set HMON_CA to the CA's \
+         PEM file, or install the CA in the system's store"
+    } else if e.contains("expired") {
+        "the hub's certificate has expired: renew it"
+    } else if e.contains("not valid yet") || e.contains("notvalidyet") {
+        "the hub's certificate is not valid yet: check both machines' clocks"
+    } else if e.contains("not valid for name") || e.contains("notvalidforname") {
+        "the hub's certificate does not name the host in HMON_HUB: use a name it lists"
+    } else {
+        "the hub's TLS certificate was refused"
+    })
+}
+
 /// How the push client checks hubs' certificates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
@@ -188,5 +208,20 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_certificates_get_a_hint_and_other_errors_none() {
+        let h = |s| hint(s).unwrap_or("");
+        assert!(h("IO error: invalid peer certificate: UnknownIssuer").contains("HMON_CA"));
+        assert!(h("invalid peer certificate: certificate expired: …").contains("renew"));
+        assert!(h("certificate not valid for name \"x\"").contains("HMON_HUB"));
+        assert_eq!(hint("HTTP error: 401 Unauthorized"), None);
+        assert_eq!(hint("Connection refused (os error 111)"), None);
     }
 }

@@ -258,6 +258,7 @@ fn agent_outcome(id: &str, url: &str, env: &[(&str, &str)], expect: &[&str]) -> 
                 .then(|| l.clone())
         })
     });
+    eprintln!("{id}: {line}");
     (a, line)
 }
 
@@ -298,6 +299,7 @@ fn tls_a_good_certificate_connects_and_a_wrong_ca_an_expired_one_or_a_wrong_name
         &["connected to hub", "cannot reach"],
     );
     assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(line.contains("set HMON_CA"), "no hint: {line}");
     // No HMON_CA: the system's store does not know the test CA either.
     let (_a, line) = agent_outcome(
         "tls-system-roots",
