@@ -3,8 +3,9 @@
 # (cargo-zigbuild with zig from PyPI's `ziglang`), the systemd units, example configuration,
 # README and LICENSE, as DIST_DIR/hmonitor-VERSION-x86_64-linux-gnu.tar.gz.
 #
-# Needs: cargo-zigbuild (`cargo install --locked cargo-zigbuild`), python3 with venv (zig is
-# installed from PyPI into target/venv-zig unless `zig` is on PATH).
+# Needs: python3 with venv. cargo-zigbuild and zig come from PyPI (`cargo-zigbuild`, `ziglang`:
+# prebuilt, seconds to install, where `cargo install cargo-zigbuild` compiles for minutes) into
+# target/venv-zig, unless both are already on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,10 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 dist="${DIST_DIR:-$target_dir/dist}"
 venv="${ZIG_VENV:-target/venv-zig}"
 
-command -v cargo-zigbuild >/dev/null || {
-  echo "cargo-zigbuild not found: cargo install --locked cargo-zigbuild" >&2; exit 1; }
-if ! command -v zig >/dev/null; then
-  if [[ ! -x "$venv/bin/python3" ]] || ! "$venv/bin/python3" -c 'import ziglang' 2>/dev/null; then
+if ! command -v cargo-zigbuild >/dev/null || ! command -v zig >/dev/null; then
+  if [[ ! -x "$venv/bin/cargo-zigbuild" ]] || ! "$venv/bin/python3" -c 'import ziglang' 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q ziglang
+    "$venv/bin/pip" install -q cargo-zigbuild ziglang
   fi
   # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH.
   export PATH="$PWD/$venv/bin:$PATH"
