@@ -94,8 +94,22 @@ pub struct HubConfig {
     pub browser_write_timeout: Duration,
     /// Also run an agent for this machine inside the hub.
     pub local_agent: bool,
+    /// How long each history tier keeps its points.
+    pub history: crate::history::Retention,
     /// Where the configuration came from, for the start-up log (never holds a token).
     pub sources: Vec<String>,
+}
+
+impl HubConfig {
+    /// Where and how the history store runs.
+    pub fn history_config(&self) -> crate::history::HistoryConfig {
+        crate::history::HistoryConfig {
+            dir: self.data_dir.clone(),
+            retention: self.history,
+            // About 6 s of samples from 10,000 agents at 1 s; memory stays in the tens of MiB.
+            queue: 65_536,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -114,6 +128,7 @@ impl Default for HubConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             browser_write_timeout: Duration::from_secs(5),
             local_agent: false,
+            history: crate::history::Retention::default(),
             sources: Vec::new(),
         }
     }
@@ -136,6 +151,7 @@ impl fmt::Debug for HubConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("local_agent", &self.local_agent)
+            .field("history", &self.history)
             .field("sources", &self.sources)
             .finish()
     }
@@ -222,6 +238,18 @@ pub struct Args {
     /// Log filter, e.g. info, debug, hmonitor_hub=debug [default: info].
     #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// How long history keeps every sample, e.g. 24h (at least 5m) [default: 24h].
+    #[arg(long, env = "HMON_HISTORY_RAW", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_raw: Option<Duration>,
+
+    /// How long history keeps 1-minute means and maxima (at least 2h) [default: 30days].
+    #[arg(long = "history-1m", env = "HMON_HISTORY_1M", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1m: Option<Duration>,
+
+    /// How long history keeps 1-hour means and maxima (at least 2days) [default: 365days].
+    #[arg(long = "history-1h", env = "HMON_HISTORY_1H", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1h: Option<Duration>,
 }
 
 impl fmt::Debug for Args {
@@ -239,6 +267,9 @@ impl fmt::Debug for Args {
             .field("local_agent", &self.local_agent)
             .field("settings_py", &self.settings_py)
             .field("log", &self.log)
+            .field("history_raw", &self.history_raw)
+            .field("history_1m", &self.history_1m)
+            .field("history_1h", &self.history_1h)
             .finish()
     }
 }
@@ -309,6 +340,8 @@ pub enum ConfigError {
     TokenFile { path: PathBuf, reason: String },
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
+    #[error("history retention: {0}")]
+    History(String),
 }
 
 /// Loads the configuration: `args` (flags and environment), the `--config` file, the seed's
@@ -443,6 +476,9 @@ struct FileConfig {
     max_frame_bytes: Option<FrameBytes>,
     browser_write_timeout: Option<DurationValue>,
     local_agent: Option<bool>,
+    history_raw: Option<DurationValue>,
+    history_1m: Option<DurationValue>,
+    history_1h: Option<DurationValue>,
     #[serde(default)]
     hosts: BTreeMap<HostId, Spanned<HostEntry>>,
     /// Checked in `resolve`, not while deserializing: the toml crate places an error inside an
@@ -1080,6 +1116,22 @@ pub fn resolve(
     }
     expected.extend(pull_targets.iter().map(|t| t.id.clone()));
 
+    let history = crate::history::Retention {
+        raw: args
+            .history_raw
+            .or(f.history_raw.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.raw),
+        minute: args
+            .history_1m
+            .or(f.history_1m.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.minute),
+        hour: args
+            .history_1h
+            .or(f.history_1h.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.hour),
+    };
+    history.check().map_err(ConfigError::History)?;
+
     Ok(HubConfig {
         listen: args.listen.or(f.listen).unwrap_or(d.listen),
         grpc_listen: args.grpc_listen.or(f.grpc_listen),
@@ -1111,6 +1163,7 @@ pub fn resolve(
             .as_ref()
             .map_or(d.browser_write_timeout, |v| v.0),
         local_agent: args.local_agent.or(f.local_agent).unwrap_or(d.local_agent),
+        history,
         sources,
     })
 }

@@ -11,13 +11,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
-use crate::{agent_ws, live, App};
+use crate::{agent_ws, history, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
         .route("/", get(index))
         .route("/api/hosts", get(hosts))
         .route("/api/live", get(live::upgrade))
+        .route("/api/history", get(history::api::history))
+        .route("/api/history/ids", get(history::api::ids))
+        .route("/api/usage", get(history::api::usage))
         .route("/healthz", get(healthz))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
     Router::new()

@@ -2,4 +2,5 @@
 //! NVML stand-in behind the agents, browser-like WebSocket clients. One test binary.
 
 mod harness;
+mod history;
 mod push;
