@@ -107,7 +107,8 @@ pub struct UserRec {
 /// A connection's acknowledgement state, raised by the writer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Committed {
-    /// Newest seq stored (every earlier one sent on the connection is stored too).
+    /// The seq of the latest sample stored (every sample sent before it on the connection is
+    /// stored too).
     pub seq: u64,
     /// A sample of the connection could not be stored: acknowledge nothing more.
     pub failed: bool,
@@ -122,13 +123,16 @@ pub struct Acker {
 }
 
 impl Acker {
+    /// The sample is committed, and with it every earlier sample of its connection (one queue,
+    /// one writer, batches in order): acknowledge this one, whatever its number (backfill
+    /// interleaves older numbers with live ones).
     fn stored(&self) {
         self.committed.send_if_modified(|c| {
-            let newer = !c.failed && self.seq > c.seq;
-            if newer {
-                c.seq = self.seq;
+            if c.failed {
+                return false;
             }
-            newer
+            c.seq = self.seq;
+            true
         });
     }
 
