@@ -17,6 +17,8 @@ pub mod api;
 pub mod grpc;
 pub mod query;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

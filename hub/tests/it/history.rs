@@ -470,9 +470,16 @@ async fn outage_is_backfilled(interval: Duration, outage: Duration) {
     // Live browsers never saw the backfill: samples reading 77 exist only as backfill (the
     // agent read 78 before the hub came back), and none reached the browser.
     tokio::time::sleep(interval * 3).await;
-    assert_eq!(browser.util("out1"), Some(78), "the live view shows the newest sample");
+    assert_eq!(
+        browser.util("out1"),
+        Some(78),
+        "the live view shows the newest sample"
+    );
     let seen = browser.seen.lock().expect("seen");
-    assert!(seen.events.iter().all(|e| e.1 != Some(77)), "a backfilled sample went live");
+    assert!(
+        seen.events.iter().all(|e| e.1 != Some(77)),
+        "a backfilled sample went live"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
