@@ -1316,6 +1316,9 @@ viewer_token = "view-1"
 max_frame_bytes = "2MiB"
 browser_write_timeout = "7s"
 local_agent = true
+history_raw = "2h"
+history_1m = "10days"
+history_1h = "400days"
 expected_hosts = ["gpu1", "gpu2"]
 settings_py = "settings.py"
 
@@ -1334,6 +1337,31 @@ token = "pull-7"
 id = "node8"
 addr = "[::1]:9203"
 "#;
+
+    #[test]
+    fn history_retention_comes_from_flags_or_file_and_bad_spans_are_refused() {
+        let d = resolve(&Args::default(), None, None).expect("defaults");
+        assert_eq!(d.history, crate::history::Retention::default());
+        let a = args(&["--history-raw", "6h", "--history-1m", "7days"]);
+        let cfg = resolve(&a, Some(&file("history_raw = \"1h\"\n")), None).expect("ok");
+        assert_eq!(cfg.history.raw, Duration::from_secs(6 * 3600));
+        assert_eq!(cfg.history.minute, Duration::from_secs(7 * 86400));
+        let e = resolve(&args(&["--history-raw", "1m"]), None, None)
+            .expect_err("too short")
+            .to_string();
+        assert!(e.contains("history_raw") && e.contains("5m"), "{e}");
+        let e = resolve(
+            &args(&["--history-1h", "3days", "--history-1m", "5days"]),
+            None,
+            None,
+        )
+        .expect_err("coarser shorter")
+        .to_string();
+        assert!(e.contains("history_1h"), "{e}");
+        let (line, msg) = file_err("history_raw = \"soon\"\n");
+        assert_eq!(line, 1);
+        assert!(msg.contains("soon"), "{msg}");
+    }
 
     #[test]
     fn every_toml_key_is_read() {
@@ -1360,6 +1388,14 @@ addr = "[::1]:9203"
         assert_eq!(cfg.max_frame_bytes, 2 * 1024 * 1024);
         assert_eq!(cfg.browser_write_timeout, Duration::from_secs(7));
         assert!(cfg.local_agent);
+        assert_eq!(
+            cfg.history,
+            crate::history::Retention {
+                raw: Duration::from_secs(2 * 3600),
+                minute: Duration::from_secs(10 * 86400),
+                hour: Duration::from_secs(400 * 86400),
+            }
+        );
         assert_eq!(
             cfg.host_tokens.get("gpu1").map(String::as_str),
             Some("tok-gpu1")
@@ -1486,6 +1522,9 @@ addr = "[::1]:9203"
             "HMON_LOCAL_AGENT",
             "HMON_SETTINGS_PY",
             "HMON_LOG",
+            "HMON_HISTORY_RAW",
+            "HMON_HISTORY_1M",
+            "HMON_HISTORY_1H",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

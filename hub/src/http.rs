@@ -85,7 +85,9 @@ async fn hosts(State(app): State<App>) -> Response {
 
 async fn healthz(State(app): State<App>) -> Response {
     let s = &app.hub.stats;
+    let history = app.hub.history().map(|h| h.stats.json());
     Json(serde_json::json!({
+        "history": history,
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": app.hub.started.elapsed().as_secs(),

@@ -90,7 +90,7 @@ pub struct GpuRec {
     pub index: u32,
     pub uuid: String,
     pub name: String,
-    /// util %, memory used (bytes), temperature (°C), power (W)
+    /// util %, memory used (bytes), temperature (°C), power (mW)
     pub vals: [Option<f64>; 4],
     /// At least one process holds it.
     pub held: bool,
@@ -197,7 +197,8 @@ pub struct Record {
     /// The time one sample stands for (the host's sampling interval), ms: the weight of the
     /// sample in per-user accounting.
     pub dur_ms: i64,
-    /// cpu %, memory used (bytes), load1, disk used (bytes, all filesystems)
+    /// cpu (hundredths of %), memory used (bytes), load1 (hundredths), disk used (bytes, all
+    /// filesystems)
     pub host_vals: [Option<f64>; 4],
     pub gpus: Vec<GpuRec>,
     pub users: Vec<UserRec>,
@@ -220,10 +221,12 @@ impl Record {
         } else {
             Some(info.disks.iter().map(|d| d.used as f64).sum())
         };
+        // Stored in whole units where that keeps precision (hundredths of a percent, of a load
+        // point; milliwatts): SQLite writes integral REAL values as 1–6 byte integers.
         let host_vals = [
-            info.cpu_util,
+            info.cpu_util.map(|c| (c * 100.0).round()),
             info.mem_used.map(|v| v as f64),
-            info.load.as_ref().map(|l| l.one),
+            info.load.as_ref().map(|l| (l.one * 100.0).round()),
             disks_used,
         ];
         let mut users: Vec<UserRec> = Vec::new();
@@ -241,7 +244,7 @@ impl Record {
                         g.utilization.map(f64::from),
                         g.mem_used.map(|v| v as f64),
                         g.temp.map(f64::from),
-                        g.power_draw_mw.map(|mw| f64::from(mw) / 1000.0),
+                        g.power_draw_mw.map(f64::from),
                     ]
                 },
                 held: !g.procs.is_empty(),
@@ -306,6 +309,18 @@ pub struct HistoryStats {
     /// Samples refused because the queue was full (the agent resends them).
     pub busy: AtomicU64,
     pub write_errors: AtomicU64,
+}
+
+impl HistoryStats {
+    /// For `/healthz`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stored": self.stored.load(Ordering::Relaxed),
+            "batches": self.batches.load(Ordering::Relaxed),
+            "busy": self.busy.load(Ordering::Relaxed),
+            "write_errors": self.write_errors.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Settings of the history store.

@@ -105,6 +105,15 @@ fn metrics_of(kind: i64) -> &'static [&'static str] {
     }
 }
 
+/// Stored units → the API's: cpu and load1 are kept in hundredths, power in milliwatts.
+fn divisor(kind: i64, col: usize) -> f64 {
+    match (kind, col) {
+        (KIND_HOST, 0 | 2) => 100.0,
+        (KIND_GPU, 3) => 1000.0,
+        _ => 1.0,
+    }
+}
+
 /// Finds the series an id names: `cluster`, `user:<name>`, `GPU-<uuid>`, `<host>/gpu<N>` or
 /// `<host>`.
 pub fn resolve(conn: &Connection, id: &str) -> Result<Target, QueryError> {
@@ -261,8 +270,26 @@ pub fn series(
 ) -> Result<Series, QueryError> {
     check_span(from, to)?;
     let target = resolve(conn, id)?;
-    let col = metric_column(&target, metric)?;
     let tier = choose_tier(target.kind(), from, to, now, retention);
+    series_in_tier(conn, id, &target, metric, from, to, tier)
+}
+
+/// [`series`] from a tier given by the caller (benchmarks compare tiers with it).
+pub fn series_in_tier(
+    conn: &Connection,
+    id: &str,
+    target: &Target,
+    metric: &str,
+    from: i64,
+    to: i64,
+    tier: Tier,
+) -> Result<Series, QueryError> {
+    let col = metric_column(target, metric)?;
+    if tier == Tier::Raw && matches!(target, Target::User(_) | Target::Cluster(_)) {
+        return Err(QueryError::Invalid(
+            "users and the cluster have no raw tier (1-minute buckets at the finest)".into(),
+        ));
+    }
     let step = tier.step_ms();
     let start = if step > 0 {
         from - from.rem_euclid(step)
@@ -281,16 +308,17 @@ pub fn series(
     };
     let limit = MAX_POINTS as i64 + 1;
     let table = tier.table();
+    let d = divisor(target.kind(), col);
     let mut push = |t: i64, mean: Option<f64>, max: Option<f64>| {
         if out.t.len() == MAX_POINTS {
             out.truncated = true;
             return;
         }
         out.t.push(t);
-        out.mean.push(mean);
-        out.max.push(max);
+        out.mean.push(mean.map(|v| v / d));
+        out.max.push(max.map(|v| v / d));
     };
-    match (&target, tier) {
+    match (target, tier) {
         (Target::Host(sid) | Target::Gpu(sid), Tier::Raw) => {
             let sql =
                 format!("SELECT t, v{col} FROM raw WHERE sid = ?1 AND t >= ?2 AND t < ?3 ORDER BY t LIMIT ?4");

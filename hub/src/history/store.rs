@@ -16,8 +16,8 @@
 //!
 //! | kind      | v0          | v1            | v2         | v3           | v4          |
 //! |-----------|-------------|---------------|------------|--------------|-------------|
-//! | host      | cpu %       | mem used (B)  | load1      | disk used (B)| —           |
-//! | gpu       | util %      | mem used (B)  | temp (°C)  | power (W)    | held (0/1)  |
+//! | host      | cpu (0.01 %)| mem used (B)  | load1 ×100 | disk used (B)| —           |
+//! | gpu       | util %      | mem used (B)  | temp (°C)  | power (mW)   | held (0/1)  |
 //! | user@host | gpu mem (B) | GPUs held     | sample ms  | —            | —           |
 //! | cluster   | util %      | GPUs busy     | mem used(B)| —            | —           |
 //!

@@ -291,7 +291,11 @@ fn retention_removes_only_what_each_tier_no_longer_keeps() {
     // The last hour: 360 samples × (the host and its 2 GPUs); no user held anything then.
     assert_eq!(count(&st, "raw"), 360 * 3, "raw: the last hour (of {raw})");
     // The last 2 hours of minutes: host, 2 GPUs and the cluster, and alice's 30 minutes.
-    assert_eq!(count(&st, "m1"), 120 * 4 + 30, "m1: the last 2 hours (of {m1})");
+    assert_eq!(
+        count(&st, "m1"),
+        120 * 4 + 30,
+        "m1: the last 2 hours (of {m1})"
+    );
     assert_eq!(count(&st, "h1"), h1);
     let sid = st.sid(KIND_HOST, "h", "h").expect("host");
     let oldest: i64 = st

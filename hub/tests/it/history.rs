@@ -127,7 +127,18 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
         interval: INTERVAL_S,
         ..Default::default()
     });
-    let sleeper = Sleeper::as_user(Some("nobody"));
+    // As root (CI) the process belongs to another user, `nobody`; otherwise to ourselves.
+    let root = nix::unistd::geteuid().is_root();
+    let user = if root {
+        "nobody".to_owned()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .expect("own user name")
+    };
+    let sleeper = Sleeper::as_user(root.then_some("nobody"));
     let mem = 8 * 1024 * 1024 * 1024u64;
     let s = Scenario::new(&two_gpus(61, sleeper.pid(), mem));
     let _a = agent("h1", &hub.agent_url(), &s, INTERVAL_S);
@@ -209,7 +220,7 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
     );
     assert_eq!(ids["gpus"][0]["name"], "NVIDIA H200");
     assert_eq!(ids["gpus"][1]["id"], "h1/gpu1");
-    assert_eq!(ids["users"], json!(["nobody"]));
+    assert_eq!(ids["users"], json!([user]));
 
     // Usage over a closed span: nobody held 1 GPU and 8 GiB during every sample in it.
     let all = wait_points(
@@ -236,7 +247,7 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
     assert!(host_pts > 10, "{host_pts} samples");
     let users = u["users"].as_array().expect("users");
     assert_eq!(users.len(), 1, "{u}");
-    assert_eq!(users[0]["user"], "nobody");
+    assert_eq!(users[0]["user"], user.as_str());
     assert_eq!(users[0]["hosts"], json!(["h1"]));
     let want_h = host_pts as f64 * INTERVAL_MS / 3_600_000.0;
     let got_h = users[0]["gpu_hours"].as_f64().expect("gpu_hours");
@@ -272,6 +283,37 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
         "{body}"
     );
     assert_eq!(lines.len(), 2);
+
+    // Longer spans come from the roll-ups (empty so soon after start, but named).
+    let now = now_ms();
+    for (span_h, tier, step) in [
+        (4, "raw", 0),
+        (5, "1m", 60_000),
+        (24 * 7, "1m", 60_000),
+        (24 * 30, "1h", 3_600_000),
+    ] {
+        let from = now - span_h * 3_600_000;
+        let (status, v) = get_json(&url(
+            &hub,
+            &format!("/api/history?id=h1&metric=cpu&from={from}&to={now}"),
+        ))
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            (v["tier"].as_str(), v["step_ms"].as_i64()),
+            (Some(tier), Some(step)),
+            "{span_h} h"
+        );
+    }
+    let (_, v) = get_json(&url(
+        &hub,
+        &format!(
+            "/api/history?id=user:{user}&metric=gpus&from={}",
+            now - 600_000
+        ),
+    ))
+    .await;
+    assert_eq!(v["tier"], "1m", "users have no raw tier: {v}");
 
     // Bad requests, each refused with what is wrong.
     for (q, code, needle) in [
@@ -466,6 +508,21 @@ async fn outage_is_backfilled(interval: Duration, outage: Duration) {
         resumed.len() as i64 >= expect * 7 / 10,
         "{} samples between the agent restart and the hub's return, about {expect} expected",
         resumed.len()
+    );
+    let outage_pts: Vec<_> = after
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t > killed_at && *t < back_at)
+        .collect();
+    eprintln!(
+        "outage of {:.1} s at {} ms: {} samples stored for it ({} expected), longest gap {} ms \
+         (the agent's own restart included), {} points in all",
+        (back_at - killed_at) as f64 / 1000.0,
+        step,
+        outage_pts.len(),
+        (back_at - killed_at) / step,
+        longest_gap(&outage_pts),
+        after.len()
     );
     // Live browsers never saw the backfill: samples reading 77 exist only as backfill (the
     // agent read 78 before the hub came back), and none reached the browser.
