@@ -63,6 +63,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             interval,
             first_sample_within: stale_after.max(Duration::from_secs(1)),
             tls: args.tls.client(),
+            backlog: args.backlog,
+            backlog_dir: args.state_dir(),
         };
         Some(Pusher::new(push).context("cannot push to the hub (HMON_HUB)")?)
     };

@@ -16,14 +16,18 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmonitor_proto::{
-    agent_message, hub_message, Accepted, AgentHello, AgentMessage, HostSource, HubMessage,
+    agent_message, hub_message, Accepted, Ack, AgentHello, AgentMessage, HostSource, HubMessage,
     PushProtocol, Refused,
 };
 use prost::Message as _;
 use subtle::ConstantTimeEq;
 
+use crate::history;
 use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
 use crate::App;
+
+/// Backfill frames allowed per second, as a multiple of the live frame limit.
+const BACKFILL_RATE_FACTOR: u32 = 20;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +37,8 @@ const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_INVALID: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// "Try again later": the history queue is full; the agent resends what was not acknowledged.
+const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// The agent credentials the hub accepts.
 #[derive(Debug, Clone, Default)]
@@ -284,8 +290,30 @@ async fn stream(
     // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
     let silence = interval * DOWN_AFTER_INTERVALS;
     let mut bucket = crate::limits::TokenBucket::per_second(rate);
+    let mut backfill_bucket =
+        crate::limits::TokenBucket::per_second(rate.saturating_mul(BACKFILL_RATE_FACTOR));
+    // The writer raises this to the newest seq it has committed; each rise is acknowledged.
+    let (committed, mut acks) = tokio::sync::watch::channel(history::Committed::default());
+    let committed = Arc::new(committed);
     loop {
-        let msg = match tokio::time::timeout(silence, socket.recv()).await {
+        let msg = tokio::select! {
+            r = tokio::time::timeout(silence, socket.recv()) => r,
+            changed = acks.changed() => {
+                if changed.is_ok() {
+                    let c = *acks.borrow_and_update();
+                    if c.failed {
+                        // Nothing after the failed sample may be acknowledged: reconnecting
+                        // makes the agent send it again.
+                        return Some((CLOSE_TRY_AGAIN, "the hub could not store a sample; send again".into()));
+                    }
+                    if !send(socket, hub_message::Msg::Ack(Ack { seq: c.seq })).await {
+                        return None;
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match msg {
             Err(_) => return Some((CLOSE_POLICY, "nothing received for 3 intervals".into())),
             Ok(None) => return None,
             Ok(Some(Err(e))) => {
@@ -294,29 +322,50 @@ async fn stream(
             }
             Ok(Some(Ok(msg))) => msg,
         };
-        // Every message counts, pings included: a flood of either costs the hub the same.
-        if !bucket.take() {
-            hub.stats
-                .frames_rate_limited
-                .fetch_add(1, Ordering::Relaxed);
-            return Some((
-                CLOSE_POLICY,
-                format!("too many frames (limit {rate}/s per agent)"),
-            ));
-        }
         let len = match &msg {
             Message::Binary(b) => b.len(),
             _ => 0,
         };
-        match decode(msg, max) {
+        let decoded = decode(msg, max);
+        // Every message counts, pings included: a flood of either costs the hub the same.
+        // Backfill after an outage (up to an hour of samples, paced by the agent's window of
+        // unacknowledged frames) draws on its own, larger budget, so catching up never trips
+        // the limit meant for live frames.
+        let is_backfill =
+            matches!(&decoded, Ok(Some(agent_message::Msg::Snapshot(s))) if s.backfill);
+        let allowed = if is_backfill {
+            backfill_bucket.take()
+        } else {
+            bucket.take()
+        };
+        if !allowed {
+            hub.stats
+                .frames_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            let (what, limit) = if is_backfill {
+                ("backfill frames", rate.saturating_mul(BACKFILL_RATE_FACTOR))
+            } else {
+                ("frames", rate)
+            };
+            return Some((
+                CLOSE_POLICY,
+                format!("too many {what} (limit {limit}/s per agent)"),
+            ));
+        }
+        match decoded {
             Ok(Some(agent_message::Msg::Snapshot(s))) => {
                 hub.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+                let mut info = s.info.unwrap_or_default();
+                info.id = id.to_owned();
+                if let Some(reason) =
+                    history::record_pushed(hub, id, s.seq, s.sample_ms, interval, &info, &committed)
+                {
+                    return Some((CLOSE_TRY_AGAIN, reason));
+                }
                 // Backfilled samples are for history, never for live views.
                 if s.backfill {
                     continue;
                 }
-                let mut info = s.info.unwrap_or_default();
-                info.id = id.to_owned();
                 if !hub.ingest(id, conn, s.seq, info) {
                     return Some((CLOSE_POLICY, "replaced by a newer connection".into()));
                 }

@@ -4,6 +4,7 @@
 pub mod agent_ws;
 pub mod config;
 pub mod grpc;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod live;

@@ -4,4 +4,11 @@
 mod deploy;
 mod fuzz;
 mod harness;
+mod history;
 mod push;
+
+/// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
+pub mod seed {
+    #![allow(clippy::all, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/seed/gpu.rs"));
+}
