@@ -372,6 +372,66 @@ fn hello(id: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Catching up after an outage sends many samples at once; they are paced by the agent's
+/// window of unacknowledged frames and drawn from a larger budget than live frames, so a long
+/// backlog is stored, not refused as a flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_after_an_outage_is_not_taken_for_a_flood() {
+    use futures_util::StreamExt;
+    use hmonitor_proto::{hub_message, HubMessage};
+    let hub = Hub::start_with(HubOpts {
+        extra: vec!["--max-agent-frames-per-sec".into(), "5".into()],
+        ..Default::default()
+    });
+    let mut req = hub.agent_url().into_client_request().expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    ws.send(Message::Binary(hello("catching-up").into()))
+        .await
+        .expect("hello");
+    // 300 samples of a 90 s outage at once: six times the live burst of 50.
+    let start = hmonitor_proto::unix_ms(std::time::SystemTime::now()) as i64 - 90_000;
+    for seq in 1..=300u64 {
+        let frame = AgentMessage {
+            msg: Some(agent_message::Msg::Snapshot(Snapshot {
+                seq,
+                sample_ms: (start + 300 * seq as i64) as u64,
+                backfill: true,
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        ws.send(Message::Binary(frame.into())).await.expect("send");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut acked = 0;
+    while acked < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "only {acked} of 300 acknowledged"
+        );
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                if let Ok(HubMessage {
+                    msg: Some(hub_message::Msg::Ack(a)),
+                }) = HubMessage::decode(b.as_ref())
+                {
+                    acked = a.seq;
+                }
+            }
+            Ok(Some(Ok(Message::Close(f)))) => panic!("closed while backfilling: {f:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no acknowledgement: {other:?}"),
+        }
+    }
+    assert!(hub.proc.lines("too many").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_agent_is_closed_with_1008_and_the_others_are_not() {
     let hub = Hub::start_with(HubOpts {
