@@ -121,6 +121,20 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 type SeriesKey = (i64, String, String);
 
+/// Rows per multi-row INSERT (7 parameters each, well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 64;
+
+fn multi_insert(rows: usize) -> String {
+    let mut sql = String::from("INSERT OR IGNORE INTO raw (sid, t, v0, v1, v2, v3, v4) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
 /// A reading as SQLite should store it: a whole number as an integer (0–6 bytes on disk in an
 /// untyped column), anything else as a float (8 bytes). Halves the raw tier.
 fn compact(v: Option<f64>) -> rusqlite::types::Value {
@@ -319,12 +333,28 @@ impl Store {
                 ));
             }
         }
-        let mut st = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO raw (sid, t, v0, v1, v2, v3, v4) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for (sid, t, v) in &points {
+        // Many rows per statement: one statement run per row spent most of the time in
+        // statement overhead rather than in the B-tree.
+        let mut chunks = points.chunks_exact(ROWS_PER_INSERT);
+        {
+            let mut st = self.conn.prepare_cached(&multi_insert(ROWS_PER_INSERT))?;
+            let mut args: Vec<rusqlite::types::Value> = Vec::with_capacity(ROWS_PER_INSERT * 7);
+            for chunk in &mut chunks {
+                args.clear();
+                for (sid, t, v) in chunk {
+                    args.push((*sid).into());
+                    args.push((*t).into());
+                    args.extend(v.map(compact));
+                }
+                st.execute(rusqlite::params_from_iter(args.iter()))?;
+            }
+        }
+        let mut st = self.conn.prepare_cached(&multi_insert(1))?;
+        for (sid, t, v) in chunks.remainder() {
             let [a, b, c, d, e] = v.map(compact);
             st.execute(params![sid, t, a, b, c, d, e])?;
+        }
+        for (sid, t, _) in &points {
             self.dirty_minutes
                 .insert((*sid, t.div_euclid(MINUTE_MS) * MINUTE_MS));
         }
