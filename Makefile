@@ -4,13 +4,13 @@
 CARGO ?= cargo
 VENV  ?= target/venv-gpustat
 
-.PHONY: run test test-rust test-gpustat lint release bench-once
+.PHONY: run test test-rust test-gpustat test-page frontend lint release bench-once
 
-run:
+run: frontend
 	$(CARGO) build --release --workspace
 	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
-test: test-rust test-gpustat
+test: test-rust test-gpustat test-page
 	@echo "all tests passed"
 
 test-rust:
@@ -26,5 +26,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-release:
+release: frontend
 	$(CARGO) build --release --workspace
+
+# The live page (frontend/): npm ci when the lock file changed, then the Vite build into
+# frontend/dist, which the hub embeds (hub/src/assets.rs).
+frontend: frontend/node_modules/.package-lock.json
+	cd frontend && npm run build
+
+frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+
+# The live page in Debian's Chromium against a real hub and real agents on the NVML stand-in.
+test-page: frontend
+	$(CARGO) build -p hmonitor-hub -p hmonitor-agent -p hmonitor-nvml-stub
+	cd frontend && npm test

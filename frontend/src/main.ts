@@ -1,0 +1,347 @@
+// The live page: one WebSocket to /api/live (each binary message one LiveEvent), a store of
+// host states, and keyed views updated in place once per animation frame.
+
+import "uplot/dist/uPlot.min.css";
+import "./style.css";
+import { HostStatus } from "./gen/gpu_pb";
+import { bytes } from "./fmt";
+import { load, save, type Filters } from "./filters";
+import { Store, type Thresholds } from "./model";
+import { facts, HostView, match } from "./view";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+const params = new URLSearchParams(location.search);
+/** `?naive=1`: rebuild every view on every frame (the benchmark's peer; never for real use). */
+const NAIVE = params.get("naive") === "1";
+/** Most time per animation frame spent drawing; the rest waits for the next frame. */
+const BUDGET_MS = 8;
+
+const token = params.get("token");
+if (token) {
+  // So that later requests (the socket, API calls) carry it without the URL.
+  document.cookie = `hmon_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+}
+
+const store = new Store();
+const views = new Map<string, HostView>();
+let f: Filters = load();
+let th: Thresholds = { memMiB: f.fmem, util: f.futil };
+
+const main = $<HTMLElement>("hosts");
+const table = document.createElement("table");
+table.className = "compact";
+table.innerHTML =
+  "<thead><tr><th>host</th><th>status</th><th>address</th><th>GPUs (util %)</th><th>free</th><th>util</th><th>GPU memory</th><th>users</th><th>seen</th></tr></thead>";
+const tbody = document.createElement("tbody");
+table.append(tbody);
+
+function container(): HTMLElement {
+  return f.view === "cards" ? main : tbody;
+}
+
+// Views off screen are not drawn; they are drawn when they come near the viewport.
+const io = new IntersectionObserver(
+  (entries) => {
+    for (const e of entries) {
+      const id = (e.target as HTMLElement).dataset.host;
+      const v = id && views.get(id);
+      if (!v) continue;
+      v.onScreen = e.isIntersecting;
+      if (v.onScreen) store.dirty.add(v.id);
+    }
+    schedule();
+  },
+  { rootMargin: "300px 0px" },
+);
+
+let pending = false;
+let reorder = true;
+let summaryDue = true;
+
+function schedule() {
+  if (!pending) {
+    pending = true;
+    requestAnimationFrame(flush);
+  }
+}
+
+function sortKey(v: HostView): number {
+  const x = v.f;
+  if (!x) return 0;
+  switch (f.sort) {
+    case "free": return -x.free;
+    case "util": return x.utilN ? -x.utilSum / x.utilN : 1;
+    case "mem": return -x.memUsed;
+    case "status": return x.up ? 1 : 0;
+    default: return 0;
+  }
+}
+
+function place() {
+  const c = container();
+  const list: HostView[] = [];
+  for (const v of views.values()) if (v.m.host) list.push(v);
+  list.sort((a, b) => sortKey(a) - sortKey(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const wanted = new Set<HTMLElement>();
+  let ref = c.firstElementChild;
+  for (const v of list) {
+    const e = v.element(f.view);
+    wanted.add(e);
+    if (e === ref) {
+      ref = ref.nextElementSibling;
+    } else {
+      c.insertBefore(e, ref);
+      io.observe(e);
+    }
+  }
+  // What is left after the wanted ones is filtered out.
+  for (const e of [...c.children] as HTMLElement[]) {
+    if (!wanted.has(e)) {
+      io.unobserve(e);
+      e.remove();
+      const v = views.get(e.dataset.host ?? "");
+      if (v) v.onScreen = false;
+    }
+  }
+  $<HTMLElement>("empty").hidden = list.length > 0 || store.hosts.size === 0;
+}
+
+function flush() {
+  pending = false;
+  const t0 = performance.now();
+  const now = Date.now();
+  if (store.structure) {
+    store.structure = false;
+    for (const [id, v] of views) {
+      if (!store.hosts.has(id)) {
+        io.unobserve(v.card);
+        io.unobserve(v.row);
+        v.destroy();
+        views.delete(id);
+      }
+    }
+    for (const id of store.hosts.keys()) {
+      if (!views.has(id)) {
+        views.set(id, new HostView(id));
+        store.dirty.add(id);
+      }
+    }
+    reorder = true;
+  }
+  if (NAIVE) {
+    // The peer: throw every view away and build it again.
+    for (const v of views.values()) {
+      io.unobserve(v.card);
+      io.unobserve(v.row);
+      v.destroy();
+    }
+    views.clear();
+    for (const [id, r] of store.hosts) {
+      const v = new HostView(id);
+      views.set(id, v);
+      v.f = facts(r, th);
+      v.m = match(r, f, th);
+      v.onScreen = true;
+      v.element(f.view);
+      v.draw(r, f.view, th, now);
+    }
+    store.dirty.clear();
+    main.replaceChildren();
+    if (f.view === "table") main.append(table);
+    tbody.replaceChildren();
+    const c = container();
+    for (const v of [...views.values()].filter((v) => v.m.host).sort((a, b) => sortKey(a) - sortKey(b) || (a.id < b.id ? -1 : 1)))
+      c.append(v.element(f.view));
+    summary();
+    return;
+  }
+  // Facts and filter membership first (cheap, no DOM): they decide order and visibility.
+  for (const id of store.dirty) {
+    const r = store.hosts.get(id), v = views.get(id);
+    if (!r || !v) continue;
+    if (v.drawn === r.version && !v.onScreen) continue;
+    const wasHost = v.m.host;
+    const before = v.f ? sortKey(v) : NaN;
+    v.f = facts(r, th);
+    v.m = match(r, f, th);
+    if (wasHost !== v.m.host || (f.sort !== "id" && before !== sortKey(v))) reorder = true;
+    summaryDue = true;
+  }
+  if (reorder) {
+    reorder = false;
+    place();
+  }
+  // Then drawing, within the frame budget; what is left goes to the next frame.
+  for (const id of store.dirty) {
+    const r = store.hosts.get(id), v = views.get(id);
+    store.dirty.delete(id);
+    if (!r || !v || !v.m.host || !v.onScreen || v.drawn === r.version) continue;
+    v.draw(r, f.view, th, now);
+    if (performance.now() - t0 > BUDGET_MS) break;
+  }
+  if (summaryDue) summary();
+  if (store.dirty.size) schedule();
+}
+
+let lastSummary = 0;
+function summary() {
+  const t = performance.now();
+  if (t - lastSummary < 250) {
+    // At most four times a second; the last change is still shown, a moment later.
+    setTimeout(schedule, 260);
+    return;
+  }
+  lastSummary = t;
+  summaryDue = false;
+  let up = 0, down = 0, free = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
+  const users = new Set<string>();
+  const hostIds: string[] = [];
+  for (const v of views.values()) {
+    const x = v.f;
+    hostIds.push(v.id);
+    if (!x) continue;
+    if (x.up) up++;
+    else down++;
+    free += x.free;
+    busy += x.busy;
+    gpus += x.gpus;
+    mem += x.memUsed;
+    memT += x.memTotal;
+    for (const u of x.users) users.add(u);
+  }
+  const s = $<HTMLElement>("summary");
+  s.textContent = "";
+  const part = (k: string, text: string) => {
+    if (s.firstChild) s.append(" · ");
+    const b = document.createElement("span");
+    b.dataset.k = k;
+    b.textContent = text;
+    s.append(b);
+  };
+  part("hosts", `${up} hosts up, ${down} down`);
+  part("gpus", `${free} GPUs free, ${busy} busy, ${gpus} total`);
+  part("mem", `GPU memory ${bytes(mem)} / ${bytes(memT)} in use`);
+  part("users", `${users.size} active user${users.size === 1 ? "" : "s"}`);
+  datalist("userlist", [...users].sort());
+  datalist("hostlist", hostIds.sort());
+}
+
+const listKeys = new Map<string, string>();
+function datalist(id: string, values: string[]) {
+  const k = values.join("\n");
+  if (listKeys.get(id) === k) return;
+  listKeys.set(id, k);
+  $<HTMLDataListElement>(id).replaceChildren(
+    ...values.map((v) => {
+      const o = document.createElement("option");
+      o.value = v;
+      return o;
+    }),
+  );
+}
+
+// --- controls ----------------------------------------------------------------------------
+
+const q = $<HTMLInputElement>("f-q"), host = $<HTMLInputElement>("f-host"), user = $<HTMLInputElement>("f-user");
+const mine = $<HTMLInputElement>("f-mine"), me = $<HTMLInputElement>("f-me"), free = $<HTMLInputElement>("f-free");
+const fmem = $<HTMLInputElement>("f-fmem"), futil = $<HTMLInputElement>("f-futil");
+const sort = $<HTMLSelectElement>("f-sort"), viewSel = $<HTMLSelectElement>("f-view");
+
+function toControls() {
+  q.value = f.q; host.value = f.host; user.value = f.user; mine.checked = f.mine; me.value = f.me;
+  free.checked = f.free; fmem.value = String(f.fmem); futil.value = String(f.futil);
+  sort.value = f.sort; viewSel.value = f.view;
+}
+
+function fromControls() {
+  const n = (e: HTMLInputElement, d: number) => (e.value !== "" && Number(e.value) >= 0 ? Number(e.value) : d);
+  const before = f.view;
+  f = {
+    q: q.value, host: host.value.trim(), user: user.value.trim(), mine: mine.checked, me: me.value.trim(),
+    free: free.checked, fmem: n(fmem, f.fmem), futil: n(futil, f.futil),
+    sort: sort.value as Filters["sort"], view: viewSel.value as Filters["view"],
+  };
+  th = { memMiB: f.fmem, util: f.futil };
+  save(f);
+  if (before !== f.view) setView();
+  for (const id of store.hosts.keys()) store.dirty.add(id);
+  for (const v of views.values()) v.drawn = -1;
+  reorder = true;
+  schedule();
+}
+
+function setView() {
+  main.replaceChildren();
+  tbody.replaceChildren();
+  for (const v of views.values()) {
+    io.unobserve(v.card);
+    io.unobserve(v.row);
+    v.onScreen = false;
+  }
+  if (f.view === "table") main.append(table);
+  main.dataset.view = f.view;
+}
+
+toControls();
+setView();
+for (const e of [q, host, user, me, fmem, futil]) e.addEventListener("input", fromControls);
+for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromControls);
+
+// Relative times ("last seen 5 min ago") move without frames: refresh them now and then.
+setInterval(() => {
+  const now = Date.now();
+  for (const [id, r] of store.hosts) {
+    if (r.s.status !== HostStatus.UP) views.get(id)?.refreshSeen(r, f.view, now);
+  }
+}, 5000);
+
+// --- the socket --------------------------------------------------------------------------
+
+const conn = $<HTMLElement>("conn");
+let delay = 500;
+let connectedOnce = false;
+
+function connect() {
+  const url = new URL("api/live", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = token ? `?token=${encodeURIComponent(token)}` : "";
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    delay = 500;
+    connectedOnce = true;
+    conn.hidden = true;
+    document.body.classList.remove("offline");
+  };
+  ws.onmessage = (m) => {
+    if (!(m.data instanceof ArrayBuffer)) return;
+    try {
+      store.apply(new Uint8Array(m.data));
+    } catch (e) {
+      console.warn("undecodable live event", e);
+      return;
+    }
+    schedule();
+  };
+  ws.onclose = () => {
+    // Backoff with jitter: many pages must not knock on a restarted hub at the same instant.
+    const wait = Math.round(delay * (0.75 + Math.random() * 0.5));
+    delay = Math.min(delay * 2, 15000);
+    document.body.classList.add("offline");
+    conn.hidden = false;
+    const until = Date.now() + wait;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      conn.textContent = `${connectedOnce ? "Connection lost" : "Cannot reach the hub"}: reconnecting${left ? ` in ${left} s` : "…"}`;
+    };
+    tick();
+    const t = setInterval(tick, 1000);
+    setTimeout(() => {
+      clearInterval(t);
+      tick();
+      connect();
+    }, wait);
+  };
+}
+connect();
