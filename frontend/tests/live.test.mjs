@@ -214,6 +214,24 @@ describe("live page", () => {
     await until("cards again", async () => (await cards()).length === 3);
   });
 
+  test("phone width without sideways scrolling, dark theme from the system, keyboard reachable", async () => {
+    const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, colorScheme: "dark" });
+    phone.on("pageerror", (e) => errors.push(String(e)));
+    await phone.goto(page.url());
+    await until("the hosts", async () => (await phone.$$("main article.host")).length === 3);
+    const [scrollW, clientW] = await phone.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+    assert.ok(scrollW <= clientW, `page ${scrollW} px wide in a ${clientW} px screen`);
+    const bg = await phone.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    assert.ok(r + g + b < 150, `dark background, got ${bg}`);
+    // The keyboard reaches a GPU row, and it says what it is.
+    await phone.focus("#gpu-alpha-0");
+    assert.equal(await phone.evaluate(() => document.activeElement?.id), "gpu-alpha-0");
+    await phone.keyboard.press("Shift+Tab");
+    assert.equal(await phone.evaluate(() => document.activeElement?.id), "host-alpha");
+    await phone.close();
+  });
+
   test("a killed agent turns its host to down, greyed, with last seen", async () => {
     await agents.beta.kill();
     await until("beta down", async () => (await page.getAttribute("#host-beta", "class")).includes("down"));
