@@ -8,6 +8,7 @@ import {
   LiveEventSchema,
   type GPUInfo,
   type HostState,
+  type LiveEvent,
 } from "./gen/gpu_pb";
 
 /** Samples kept per GPU: 5 minutes at the default 1 s interval. */
@@ -87,8 +88,12 @@ export class Store {
   /** Host set changed (added/removed), so lists and order need a look. */
   structure = true;
 
-  apply(bytes: Uint8Array) {
-    const ev = fromBinary(LiveEventSchema, bytes);
+  /** Decodes on this thread (the `?naive=1` peer and tests of the decoder). */
+  applyBytes(bytes: Uint8Array) {
+    this.apply(fromBinary(LiveEventSchema, bytes));
+  }
+
+  apply(ev: LiveEvent) {
     const e = ev.event;
     if (e.case === "host") {
       const s = e.value;

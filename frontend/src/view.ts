@@ -206,8 +206,15 @@ class GpuView {
     show(this.procsTr, g.procs.length > 0 || g.err !== "");
   }
 
+  private sparkAt = 0;
+
   spark(ring: Ring | undefined, version: number) {
     if (!ring || version === this.sparkVersion) return;
+    // Five minutes in 96 px: a new sample moves the line a third of a pixel. Redrawing every
+    // 3 s shows the same picture for a fraction of the work.
+    const now = performance.now();
+    if (this.plot && now - this.sparkAt < 3000) return;
+    this.sparkAt = now;
     this.sparkVersion = version;
     const data = ring.series() as uPlot.AlignedData;
     if (!this.plot) {
