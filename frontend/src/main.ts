@@ -8,6 +8,7 @@ import { bytes } from "./fmt";
 import { load, save, type Filters } from "./filters";
 import { Store, type Thresholds } from "./model";
 import type { ToPage } from "./feed.worker";
+import { installHistory } from "./history";
 import { facts, HostView, match } from "./view";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -329,6 +330,7 @@ function setView() {
 
 toControls();
 setView();
+installHistory(main);
 for (const e of [q, host, user, me, fmem, futil]) e.addEventListener("input", fromControls);
 for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromControls);
 
