@@ -63,6 +63,11 @@ pub struct Args {
     #[arg(long, env = "HMON_IP", value_name = "IP")]
     pub ip: Option<String>,
 
+    /// How long samples a hub has not acknowledged are kept for it, to be sent as backfill when
+    /// it is back (kept in the state directory across restarts), e.g. 1h, 30m; 0 = off.
+    #[arg(long, env = "HMON_BACKLOG", default_value = "1h", value_parser = parse_backlog, value_name = "DURATION")]
+    pub backlog: Duration,
+
     /// Sampling interval, e.g. 2s, 500ms, 1m.
     #[arg(long, env = "HMON_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -147,6 +152,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     if d < Duration::from_millis(100) {
         return Err(format!("{s:?} is too short: at least 100ms"));
+    }
+    Ok(d)
+}
+
+/// A backlog span: a duration, or 0 / off for none; at most a week (memory).
+pub fn parse_backlog(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" || t.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    let d = parse_duration(t)?;
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("{s:?} is too long: at most 7 days"));
     }
     Ok(d)
 }

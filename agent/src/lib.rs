@@ -3,6 +3,7 @@
 //! `--once`).
 
 pub mod allow;
+pub mod backlog;
 pub mod cli;
 pub mod collect;
 pub mod config;

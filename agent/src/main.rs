@@ -62,6 +62,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             token: args.token.clone(),
             interval,
             first_sample_within: stale_after.max(Duration::from_secs(1)),
+            backlog: args.backlog,
+            backlog_dir: args.state_dir(),
         };
         Some(Pusher::new(push).context("cannot push to the hub (HMON_HUB)")?)
     };

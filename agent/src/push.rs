@@ -11,6 +11,12 @@
 //! encoded bytes (a `watch` channel: it holds only the latest). A connection that cannot keep up
 //! therefore skips to the newest snapshot instead of queueing old ones, and nothing a connection
 //! does can hold up sampling.
+//!
+//! History: every sample also goes into each hub's [`Backlog`] until that hub acknowledges it.
+//! A connection sends the newest sample live and, beside it, oldest first, every sample of the
+//! backlog it has not sent (an outage's, or ones skipped while the hub was slow), marked
+//! `backfill`. An `Ack{seq}` covers the sample `seq` and every sample sent before it on the same
+//! connection.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -38,6 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::backlog::{self, Backlog, Entry};
 use crate::sampler::Sampler;
 
 /// The hub's endpoint for agents, used when a hub URL names no path.
@@ -203,11 +210,24 @@ pub struct PushConfig {
     /// How long to wait for every source's first sample before the first snapshot (a hung
     /// source then shows up as stale instead of delaying the hello forever).
     pub first_sample_within: Duration,
+    /// Span of unacknowledged samples kept per hub for backfill; zero turns the backlog off.
+    pub backlog: Duration,
+    /// Where backlogs survive restarts (the state directory); none: memory only.
+    pub backlog_dir: Option<std::path::PathBuf>,
 }
+
+/// How often a changed backlog is written to the state directory.
+const BACKLOG_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Backfill frames sent per turn of a connection's loop (pings and shutdown are served between
+/// turns).
+const BACKFILL_CHUNK: usize = 32;
+/// Frames sent and not yet acknowledged on one connection before backfill pauses for acks: a
+/// reconnecting agent never floods the hub's store queue.
+const BACKFILL_WINDOW: usize = 512;
 
 /// The push client, checked and ready to run (see [`Pusher::new`]).
 pub struct Pusher {
-    hubs: Vec<HubUrl>,
+    hubs: Vec<(HubUrl, Option<Arc<Backlog>>)>,
     shared: Arc<Shared>,
     first_sample_within: Duration,
 }
@@ -239,8 +259,28 @@ impl Pusher {
         } else {
             None
         };
+        let hubs = cfg
+            .hubs
+            .into_iter()
+            .map(|hub| {
+                let backlog = (!cfg.backlog.is_zero()).then(|| {
+                    let file = cfg
+                        .backlog_dir
+                        .as_ref()
+                        .map(|d| d.join(backlog::file_name(&hub.to_string())));
+                    let b = Backlog::new(cfg.backlog, backlog::DEFAULT_MAX_BYTES, file);
+                    match b.load() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("hub {hub}: {n} unacknowledged samples read back"),
+                        Err(e) => tracing::warn!("hub {hub}: {e}; starting with an empty backlog"),
+                    }
+                    Arc::new(b)
+                });
+                (hub, backlog)
+            })
+            .collect();
         Ok(Self {
-            hubs: cfg.hubs,
+            hubs,
             shared: Arc::new(Shared {
                 auth,
                 tls,
@@ -256,21 +296,39 @@ impl Pusher {
         let (samples_tx, samples_rx) = watch::channel::<Option<Arc<Sample>>>(None);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for hub in self.hubs {
+        let backlogs: Vec<Arc<Backlog>> = self.hubs.iter().filter_map(|(_, b)| b.clone()).collect();
+        // Sequence numbers go on after those read back, so one never names two samples.
+        let first_seq = backlogs
+            .iter()
+            .filter_map(|b| b.newest_seq())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for (hub, backlog) in self.hubs {
             tracing::info!("pushing to hub {hub}");
             tasks.spawn(hub_task(
                 hub,
                 self.shared.clone(),
                 samples_rx.clone(),
                 stop_rx.clone(),
+                backlog,
             ));
         }
         drop(samples_rx);
+        let saver = async {
+            let mut tick = tokio::time::interval(BACKLOG_SAVE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                save_all(&backlogs).await;
+            }
+        };
         tokio::select! {
             () = shutdown => {}
-            () = sequence(sampler, &samples_tx, self.first_sample_within) => {
+            () = sequence(sampler, &samples_tx, self.first_sample_within, first_seq, &backlogs) => {
                 tracing::warn!("the sampler stopped; no more snapshots to push");
             }
+            () = saver => {}
         }
         // The sender (and with it the latest snapshot) stays alive until every task has
         // finished, so a connection never mistakes shutdown for the end of the samples.
@@ -280,7 +338,25 @@ impl Pusher {
                 tracing::warn!("a hub connection task failed: {e}");
             }
         }
+        // What no hub acknowledged is kept for the next start.
+        save_all(&backlogs).await;
         drop(samples_tx);
+    }
+}
+
+/// Writes every changed backlog to the state directory (off the async workers: it syncs).
+async fn save_all(backlogs: &[Arc<Backlog>]) {
+    let list = backlogs.to_vec();
+    let r = tokio::task::spawn_blocking(move || {
+        for b in list {
+            if let Err(e) = b.save() {
+                tracing::warn!("{e}");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::warn!("saving the backlog failed: {e}");
     }
 }
 
@@ -305,6 +381,8 @@ async fn sequence(
     mut sampler: Sampler,
     samples: &watch::Sender<Option<Arc<Sample>>>,
     first_within: Duration,
+    first_seq: u64,
+    backlogs: &[Arc<Backlog>],
 ) {
     // Consume the "changed" mark of the first sample, then give every source a bounded
     // moment, so the first snapshot (and the first hello's GPU facts) is complete.
@@ -312,19 +390,35 @@ async fn sequence(
         return;
     }
     sampler.ready(first_within).await;
-    let mut seq: u64 = 0;
+    let mut seq: u64 = first_seq.saturating_sub(1);
+    let mut warned_full = false;
     loop {
         seq += 1;
         let info = sampler.report();
+        let sample_ms = unix_ms(SystemTime::now());
         let msg = AgentMessage {
             msg: Some(agent_message::Msg::Snapshot(Snapshot {
                 seq,
-                sample_ms: unix_ms(SystemTime::now()),
+                sample_ms,
                 info: Some(info.clone()),
                 backfill: false,
             })),
         };
         let frame = Bytes::from(msg.encode_to_vec());
+        for b in backlogs {
+            let dropped = b.push(Entry {
+                seq,
+                sample_ms,
+                frame: frame.clone(),
+            });
+            if dropped > 0 && !warned_full {
+                warned_full = true;
+                tracing::warn!(
+                    "a hub has not acknowledged samples for longer than the backlog keeps \
+                     (HMON_BACKLOG): the oldest are dropped and its history will have a gap"
+                );
+            }
+        }
         samples.send_replace(Some(Arc::new(Sample { seq, frame, info })));
         if !sampler.changed().await {
             return;
@@ -458,11 +552,21 @@ async fn hub_task(
     shared: Arc<Shared>,
     samples: watch::Receiver<Option<Arc<Sample>>>,
     mut stop: watch::Receiver<bool>,
+    backlog: Option<Arc<Backlog>>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP);
     let mut log = HubLog::new(hub.to_string());
     loop {
-        let delay = match session(&hub, &shared, samples.clone(), stop.clone(), &mut log).await {
+        let delay = match session(
+            &hub,
+            &shared,
+            samples.clone(),
+            stop.clone(),
+            &mut log,
+            backlog.clone(),
+        )
+        .await
+        {
             Ended::Stopped => return,
             Ended::Failed(why) => {
                 let delay = backoff.next_delay();
@@ -507,6 +611,7 @@ async fn session(
     mut samples: watch::Receiver<Option<Arc<Sample>>>,
     mut stop: watch::Receiver<bool>,
     log: &mut HubLog,
+    backlog: Option<Arc<Backlog>>,
 ) -> Ended {
     // The hello carries facts from a report: wait for the first one.
     let first = tokio::select! {
@@ -565,6 +670,7 @@ async fn session(
     let (interval_tx, interval_rx) = watch::channel(interval);
     let (close_tx, close_rx) = oneshot::channel();
     let counters = Arc::new(Counters::default());
+    let inflight = Arc::new(InFlight::default());
     // The writer is a task of its own: a send blocked on a full socket must not stop this
     // loop from reading the hub's frames or from noticing that the hub went silent.
     let mut writer = tokio::spawn(write_loop(
@@ -575,6 +681,7 @@ async fn session(
         shared.interval,
         counters.clone(),
         log.hub.clone(),
+        backlog.clone().map(|b| (b, inflight.clone())),
     ));
     let mut last_heard = Instant::now();
     let why = loop {
@@ -621,8 +728,11 @@ async fn session(
                             interval_tx.send_replace(interval);
                         }
                     }
-                    // Acknowledgements matter once the agent keeps a backlog for the hub.
-                    Some(hub_message::Msg::Ack(_)) => {}
+                    Some(hub_message::Msg::Ack(a)) => {
+                        if let Some(b) = &backlog {
+                            inflight.acked(a.seq, b);
+                        }
+                    }
                     Some(hub_message::Msg::Accepted(_)) => {
                         tracing::debug!("hub {} sent Accepted twice; ignored", log.hub);
                     }
@@ -738,6 +848,7 @@ type WriteResult = Result<SplitSink<Ws, Message>, ConnError>;
 /// Sends snapshots (at most one per interval, always the newest) and pings until told to
 /// close, or until a send fails. Returns the sink after a clean Close so the caller can wait
 /// for the hub's answer.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut samples: watch::Receiver<Option<Arc<Sample>>>,
@@ -746,6 +857,7 @@ async fn write_loop(
     sampling: Duration,
     counters: Arc<Counters>,
     hub: String,
+    backlog: Option<(Arc<Backlog>, Arc<InFlight>)>,
 ) -> WriteResult {
     let mut interval = *interval_rx.borrow_and_update();
     let mut ping = ping_timer(interval);
@@ -753,6 +865,12 @@ async fn write_loop(
     // The newest snapshot goes out at once: the hub has a full report as soon as it accepts.
     let mut pending = true;
     let mut next_send = Instant::now();
+    // Backfill: every backlog sample older than the newest live one is sent once on this
+    // connection, in order, `cursor` being the last one considered.
+    let mut cursor: u64 = 0;
+    let mut first_live: Option<u64> = None;
+    let mut backfilling = false;
+    let mut backfilled: u64 = 0;
     loop {
         tokio::select! {
             biased;
@@ -790,6 +908,22 @@ async fn write_loop(
                     continue;
                 }
                 let started = Instant::now();
+                if let Some((b, inflight)) = &backlog {
+                    let first = *first_live.get_or_insert(sample.seq);
+                    if interval != sampling {
+                        // The hub asked for fewer samples: those skipped on purpose since this
+                        // connection began are declined, not owed.
+                        let declined: Vec<u64> = b
+                            .between(first, sample.seq, usize::MAX)
+                            .iter()
+                            .map(|e| e.seq)
+                            .filter(|s| !inflight.was_sent(*s))
+                            .collect();
+                        b.remove(&declined);
+                    }
+                    inflight.sent(sample.seq);
+                    backfilling = true;
+                }
                 sink.send(Message::Binary(sample.frame.clone())).await?;
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 last_sent = Some((sample.seq, started));
@@ -805,7 +939,100 @@ async fn write_loop(
                 }
                 next_send = started + send_gap(interval, sampling);
             }
+            () = inflight_room(backlog.as_ref()), if !backfilling && last_sent.is_some() => {
+                backfilling = true;
+            }
+            () = std::future::ready(()), if backfilling => {
+                let (Some((b, inflight)), Some((live, _))) = (&backlog, last_sent) else {
+                    backfilling = false;
+                    continue;
+                };
+                if inflight.len() >= BACKFILL_WINDOW {
+                    // Wait for acknowledgements before sending more.
+                    backfilling = false;
+                    continue;
+                }
+                // At the agent's own interval every sample is owed; at one the hub asked for,
+                // only those from before this connection.
+                let upto = if interval == sampling { live } else { first_live.unwrap_or(live) };
+                let chunk = b.between(cursor, upto, BACKFILL_CHUNK);
+                if chunk.len() < BACKFILL_CHUNK {
+                    backfilling = false;
+                }
+                for e in chunk {
+                    cursor = e.seq;
+                    if inflight.was_sent(e.seq) {
+                        continue;
+                    }
+                    let Some(frame) = backlog::as_backfill(&e.frame) else { continue };
+                    inflight.sent(e.seq);
+                    sink.send(Message::Binary(frame)).await?;
+                    backfilled += 1;
+                }
+                if !backfilling && backfilled > 0 {
+                    tracing::info!("hub {hub}: {backfilled} samples sent as backfill");
+                    backfilled = 0;
+                }
+            }
         }
+    }
+}
+
+/// Completes when a connection with a backlog may send more backfill (acknowledgements made
+/// room); never without a backlog.
+async fn inflight_room(backlog: Option<&(Arc<Backlog>, Arc<InFlight>)>) {
+    match backlog {
+        Some((b, inflight)) if !b.is_empty() => inflight.room.notified().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The samples sent on one connection and not yet acknowledged, in the order sent.
+#[derive(Debug, Default)]
+struct InFlight {
+    sent: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    room: tokio::sync::Notify,
+}
+
+/// Most sequence numbers remembered per connection: a hub that never acknowledges must not
+/// grow the agent's memory.
+const INFLIGHT_MAX: usize = 1 << 20;
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<u64>> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sent(&self, seq: u64) {
+        let mut g = self.lock();
+        if g.len() >= INFLIGHT_MAX {
+            g.pop_front();
+        }
+        g.push_back(seq);
+    }
+
+    fn was_sent(&self, seq: u64) -> bool {
+        self.lock().contains(&seq)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// `Ack{seq}`: `seq` and everything sent before it are stored; they leave the backlog.
+    fn acked(&self, seq: u64, backlog: &Backlog) {
+        let mut done = {
+            let mut g = self.lock();
+            let Some(pos) = g.iter().position(|s| *s == seq) else {
+                return;
+            };
+            g.drain(..=pos).collect::<Vec<u64>>()
+        };
+        done.sort_unstable();
+        backlog.remove(&done);
+        self.room.notify_one();
     }
 }
 
@@ -1079,6 +1306,8 @@ mod tests {
             token: Some("sec\nret".into()),
             interval: Duration::from_secs(2),
             first_sample_within: Duration::from_secs(1),
+            backlog: Duration::ZERO,
+            backlog_dir: None,
         };
         let err = Pusher::new(cfg).err().expect("must fail").to_string();
         assert!(!err.contains("sec"), "{err}");

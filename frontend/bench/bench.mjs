@@ -88,10 +88,15 @@ async function measure(hub, mode) {
     const tasks = [...byThread.values()].sort(
       (a, b) => b.reduce((s, e) => s + e.dur, 0) - a.reduce((s, e) => s + e.dur, 0))[0] ?? [];
     const start = Math.min(...tasks.map((e) => e.ts));
-    const busyUs = tasks.reduce((s, e) => s + e.dur, 0);
+    // Only the part of each task inside the traced window counts (a peer that cannot keep up
+    // has tasks longer than the window).
+    let w0 = Infinity, w1 = -Infinity;
+    for (const e of events) if (e.ts > 0) { w0 = Math.min(w0, e.ts); w1 = Math.max(w1, e.ts + (e.dur ?? 0)); }
+    const inside = (e) => Math.max(0, Math.min(e.ts + e.dur, w1) - Math.max(e.ts, w0)) / (e.dur || 1);
+    const busyUs = tasks.reduce((s, e) => s + e.dur * inside(e), 0);
     // Thread time (tdur): what the page itself used, without the time another process held
     // the core (this is a 2-core machine shared with the hub and the load generator).
-    const cpuUs = tasks.reduce((s, e) => s + (e.tdur ?? e.dur), 0);
+    const cpuUs = tasks.reduce((s, e) => s + (e.tdur ?? e.dur) * inside(e), 0);
     const perSecondCpu = new Map();
     for (const e of tasks) {
       const sec = Math.floor((e.ts - Math.min(...[tasks[0].ts])) / 1e6);
@@ -122,8 +127,8 @@ async function measure(hub, mode) {
     }
     return {
       mode,
-      busy: busyUs / 1000 / wall,
-      cpu: cpuUs / 1000 / wall,
+      busy: Math.min(1, busyUs / 1000 / wall),
+      cpu: Math.min(1, cpuUs / 1000 / wall),
       p95LongestCpu: pctl([...perSecondCpu.values()], 95),
       p95Longest: pctl([...perSecond.values()], 95),
       maxTask: Math.max(...tasks.map((e) => e.dur / 1000)),

@@ -113,6 +113,10 @@ class Chart {
     );
     // For tests and the console: the chart's current x range (zoom state).
     (this.box as HTMLElement & { uplot?: uPlot }).uplot = this.plot;
+    // A double-click zooms back out to the whole span (uPlot's own goes to the data's extent,
+    // which for a young series is a few seconds).
+    const plot = this.plot;
+    plot.over.addEventListener("dblclick", () => plot.setScale("x", { min: from / 1000, max: to / 1000 }));
   }
 
   destroy() {

@@ -16,12 +16,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmonitor_proto::{
-    agent_message, hub_message, Accepted, AgentHello, AgentMessage, HostSource, HubMessage,
+    agent_message, hub_message, Accepted, Ack, AgentHello, AgentMessage, HostSource, HubMessage,
     PushProtocol, Refused,
 };
 use prost::Message as _;
 use subtle::ConstantTimeEq;
 
+use crate::history;
 use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
 use crate::App;
 
@@ -33,6 +34,8 @@ const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_INVALID: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// "Try again later": the history queue is full; the agent resends what was not acknowledged.
+const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// The agent credentials the hub accepts.
 #[derive(Debug, Clone, Default)]
@@ -281,8 +284,28 @@ async fn stream(
     let interval = Duration::from_millis(u64::from(hello.interval_ms.max(100)));
     // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
     let silence = interval * DOWN_AFTER_INTERVALS;
+    // The writer raises this to the newest seq it has committed; each rise is acknowledged.
+    let (committed, mut acks) = tokio::sync::watch::channel(history::Committed::default());
+    let committed = Arc::new(committed);
     loop {
-        let msg = match tokio::time::timeout(silence, socket.recv()).await {
+        let msg = tokio::select! {
+            r = tokio::time::timeout(silence, socket.recv()) => r,
+            changed = acks.changed() => {
+                if changed.is_ok() {
+                    let c = *acks.borrow_and_update();
+                    if c.failed {
+                        // Nothing after the failed sample may be acknowledged: reconnecting
+                        // makes the agent send it again.
+                        return Some((CLOSE_TRY_AGAIN, "the hub could not store a sample; send again".into()));
+                    }
+                    if !send(socket, hub_message::Msg::Ack(Ack { seq: c.seq })).await {
+                        return None;
+                    }
+                }
+                continue;
+            }
+        };
+        let msg = match msg {
             Err(_) => return Some((CLOSE_POLICY, "nothing received for 3 intervals".into())),
             Ok(None) => return None,
             Ok(Some(Err(e))) => {
@@ -298,12 +321,17 @@ async fn stream(
         match decode(msg, max) {
             Ok(Some(agent_message::Msg::Snapshot(s))) => {
                 hub.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+                let mut info = s.info.unwrap_or_default();
+                info.id = id.to_owned();
+                if let Some(reason) =
+                    history::record_pushed(hub, id, s.seq, s.sample_ms, interval, &info, &committed)
+                {
+                    return Some((CLOSE_TRY_AGAIN, reason));
+                }
                 // Backfilled samples are for history, never for live views.
                 if s.backfill {
                     continue;
                 }
-                let mut info = s.info.unwrap_or_default();
-                info.id = id.to_owned();
                 if !hub.ingest(id, conn, s.seq, info) {
                     return Some((CLOSE_POLICY, "replaced by a newer connection".into()));
                 }

@@ -94,8 +94,22 @@ pub struct HubConfig {
     pub browser_write_timeout: Duration,
     /// Also run an agent for this machine inside the hub.
     pub local_agent: bool,
+    /// How long each history tier keeps its points.
+    pub history: crate::history::Retention,
     /// Where the configuration came from, for the start-up log (never holds a token).
     pub sources: Vec<String>,
+}
+
+impl HubConfig {
+    /// Where and how the history store runs.
+    pub fn history_config(&self) -> crate::history::HistoryConfig {
+        crate::history::HistoryConfig {
+            dir: self.data_dir.clone(),
+            retention: self.history,
+            // About 6 s of samples from 10,000 agents at 1 s; memory stays in the tens of MiB.
+            queue: 65_536,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -114,6 +128,7 @@ impl Default for HubConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             browser_write_timeout: Duration::from_secs(5),
             local_agent: false,
+            history: crate::history::Retention::default(),
             sources: Vec::new(),
         }
     }
@@ -136,6 +151,7 @@ impl fmt::Debug for HubConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("local_agent", &self.local_agent)
+            .field("history", &self.history)
             .field("sources", &self.sources)
             .finish()
     }
@@ -222,6 +238,18 @@ pub struct Args {
     /// Log filter, e.g. info, debug, hmonitor_hub=debug [default: info].
     #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// How long history keeps every sample, e.g. 24h (at least 5m) [default: 24h].
+    #[arg(long, env = "HMON_HISTORY_RAW", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_raw: Option<Duration>,
+
+    /// How long history keeps 1-minute means and maxima (at least 2h) [default: 30days].
+    #[arg(long = "history-1m", env = "HMON_HISTORY_1M", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1m: Option<Duration>,
+
+    /// How long history keeps 1-hour means and maxima (at least 2days) [default: 365days].
+    #[arg(long = "history-1h", env = "HMON_HISTORY_1H", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1h: Option<Duration>,
 }
 
 impl fmt::Debug for Args {
@@ -239,6 +267,9 @@ impl fmt::Debug for Args {
             .field("local_agent", &self.local_agent)
             .field("settings_py", &self.settings_py)
             .field("log", &self.log)
+            .field("history_raw", &self.history_raw)
+            .field("history_1m", &self.history_1m)
+            .field("history_1h", &self.history_1h)
             .finish()
     }
 }
@@ -309,6 +340,8 @@ pub enum ConfigError {
     TokenFile { path: PathBuf, reason: String },
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
+    #[error("history retention: {0}")]
+    History(String),
 }
 
 /// Loads the configuration: `args` (flags and environment), the `--config` file, the seed's
@@ -443,6 +476,9 @@ struct FileConfig {
     max_frame_bytes: Option<FrameBytes>,
     browser_write_timeout: Option<DurationValue>,
     local_agent: Option<bool>,
+    history_raw: Option<DurationValue>,
+    history_1m: Option<DurationValue>,
+    history_1h: Option<DurationValue>,
     #[serde(default)]
     hosts: BTreeMap<HostId, Spanned<HostEntry>>,
     /// Checked in `resolve`, not while deserializing: the toml crate places an error inside an
@@ -1080,6 +1116,22 @@ pub fn resolve(
     }
     expected.extend(pull_targets.iter().map(|t| t.id.clone()));
 
+    let history = crate::history::Retention {
+        raw: args
+            .history_raw
+            .or(f.history_raw.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.raw),
+        minute: args
+            .history_1m
+            .or(f.history_1m.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.minute),
+        hour: args
+            .history_1h
+            .or(f.history_1h.as_ref().map(|v| v.0))
+            .unwrap_or(d.history.hour),
+    };
+    history.check().map_err(ConfigError::History)?;
+
     Ok(HubConfig {
         listen: args.listen.or(f.listen).unwrap_or(d.listen),
         grpc_listen: args.grpc_listen.or(f.grpc_listen),
@@ -1111,6 +1163,7 @@ pub fn resolve(
             .as_ref()
             .map_or(d.browser_write_timeout, |v| v.0),
         local_agent: args.local_agent.or(f.local_agent).unwrap_or(d.local_agent),
+        history,
         sources,
     })
 }
@@ -1263,6 +1316,9 @@ viewer_token = "view-1"
 max_frame_bytes = "2MiB"
 browser_write_timeout = "7s"
 local_agent = true
+history_raw = "2h"
+history_1m = "10days"
+history_1h = "400days"
 expected_hosts = ["gpu1", "gpu2"]
 settings_py = "settings.py"
 
@@ -1281,6 +1337,31 @@ token = "pull-7"
 id = "node8"
 addr = "[::1]:9203"
 "#;
+
+    #[test]
+    fn history_retention_comes_from_flags_or_file_and_bad_spans_are_refused() {
+        let d = resolve(&Args::default(), None, None).expect("defaults");
+        assert_eq!(d.history, crate::history::Retention::default());
+        let a = args(&["--history-raw", "6h", "--history-1m", "7days"]);
+        let cfg = resolve(&a, Some(&file("history_raw = \"1h\"\n")), None).expect("ok");
+        assert_eq!(cfg.history.raw, Duration::from_secs(6 * 3600));
+        assert_eq!(cfg.history.minute, Duration::from_secs(7 * 86400));
+        let e = resolve(&args(&["--history-raw", "1m"]), None, None)
+            .expect_err("too short")
+            .to_string();
+        assert!(e.contains("history_raw") && e.contains("5m"), "{e}");
+        let e = resolve(
+            &args(&["--history-1h", "3days", "--history-1m", "5days"]),
+            None,
+            None,
+        )
+        .expect_err("coarser shorter")
+        .to_string();
+        assert!(e.contains("history_1h"), "{e}");
+        let (line, msg) = file_err("history_raw = \"soon\"\n");
+        assert_eq!(line, 1);
+        assert!(msg.contains("soon"), "{msg}");
+    }
 
     #[test]
     fn every_toml_key_is_read() {
@@ -1307,6 +1388,14 @@ addr = "[::1]:9203"
         assert_eq!(cfg.max_frame_bytes, 2 * 1024 * 1024);
         assert_eq!(cfg.browser_write_timeout, Duration::from_secs(7));
         assert!(cfg.local_agent);
+        assert_eq!(
+            cfg.history,
+            crate::history::Retention {
+                raw: Duration::from_secs(2 * 3600),
+                minute: Duration::from_secs(10 * 86400),
+                hour: Duration::from_secs(400 * 86400),
+            }
+        );
         assert_eq!(
             cfg.host_tokens.get("gpu1").map(String::as_str),
             Some("tok-gpu1")
@@ -1433,6 +1522,9 @@ addr = "[::1]:9203"
             "HMON_LOCAL_AGENT",
             "HMON_SETTINGS_PY",
             "HMON_LOG",
+            "HMON_HISTORY_RAW",
+            "HMON_HISTORY_1M",
+            "HMON_HISTORY_1H",
         ] {
             assert!(help.contains(var), "{var} missing from --help");
         }

@@ -16,7 +16,9 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::history::grpc::HistoryFacade;
 use crate::state::Hub;
+use hmonitor_proto::history_server::HistoryServer;
 
 /// `HostMonitor` answered from the hub's state map.
 pub struct Facade {
@@ -81,7 +83,7 @@ impl HostMonitor for Facade {
 }
 
 /// Serves the facade on `listener` until `shutdown` completes. Connections from outside
-/// `allow` are closed unread. `History` is not served yet.
+/// `allow` are closed unread. `History` answers from the hub's history store.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
@@ -94,7 +96,11 @@ pub async fn serve(
         .timeout(Duration::from_secs(10))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .concurrency_limit_per_connection(16)
-        .add_service(HostMonitorServer::new(Facade::new(hub, viewer_token)))
+        .add_service(HostMonitorServer::new(Facade::new(
+            hub.clone(),
+            viewer_token.clone(),
+        )))
+        .add_service(HistoryServer::new(HistoryFacade::new(hub, viewer_token)))
         .serve_with_incoming_shutdown(allowed_connections(listener, allow, "gRPC"), shutdown)
         .await
 }

@@ -11,13 +11,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
-use crate::{agent_ws, assets, live, App};
+use crate::{agent_ws, assets, history, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
         .route("/", get(assets::index))
         .route("/api/hosts", get(hosts))
         .route("/api/live", get(live::upgrade))
+        .route("/api/history", get(history::api::history))
+        .route("/api/history/ids", get(history::api::ids))
+        .route("/api/usage", get(history::api::usage))
         .route("/healthz", get(healthz))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
     Router::new()
@@ -85,7 +88,9 @@ async fn hosts(State(app): State<App>) -> Response {
 
 async fn healthz(State(app): State<App>) -> Response {
     let s = &app.hub.stats;
+    let history = app.hub.history().map(|h| h.stats.json());
     Json(serde_json::json!({
+        "history": history,
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": app.hub.started.elapsed().as_secs(),

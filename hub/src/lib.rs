@@ -5,6 +5,7 @@ pub mod agent_ws;
 pub mod assets;
 pub mod config;
 pub mod grpc;
+pub mod history;
 pub mod http;
 pub mod live;
 pub mod local;

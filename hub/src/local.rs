@@ -28,6 +28,7 @@ pub fn spawn(hub: Arc<Hub>, cfg: SamplerConfig) -> anyhow::Result<String> {
         loop {
             seq += 1;
             let info = sampler.report();
+            crate::history::record_unacked(&hub, &host_id, interval, &info);
             if !hub.ingest(&host_id, conn, seq, info) {
                 tracing::warn!("local agent {host_id}: the host id was taken over; stopping");
                 return;

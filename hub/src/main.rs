@@ -10,6 +10,7 @@ use clap::Parser;
 use hmonitor_agent::cli::{self, shutdown_signal};
 use hmonitor_hub::agent_ws::AgentAuth;
 use hmonitor_hub::config::{self, Args};
+use hmonitor_hub::history::History;
 use hmonitor_hub::state::Hub;
 use hmonitor_hub::{grpc, http, local, pull, App};
 use tokio::sync::watch;
@@ -28,6 +29,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (cfg, generated) = config::load(&args)?;
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
+    let history = History::open(&cfg.history_config()).context("cannot open the history store")?;
+    tracing::info!("history in {}", history.path().display());
+    hub.set_history(history);
     let auth = Arc::new(AgentAuth {
         enrollment: cfg.enrollment_token.clone(),
         hosts: cfg

@@ -81,6 +81,8 @@ pub struct Hub {
     default_interval: Duration,
     pub stats: Stats,
     pub started: Instant,
+    /// The history store, when the hub keeps one (set once at start).
+    history: std::sync::OnceLock<Arc<crate::history::History>>,
 }
 
 fn now_ms() -> u64 {
@@ -139,6 +141,7 @@ impl Hub {
             default_interval,
             stats: Stats::default(),
             started: Instant::now(),
+            history: std::sync::OnceLock::new(),
         };
         for id in expected.iter().filter(|id| valid_host_id(id)) {
             let state = HostState {
@@ -159,6 +162,22 @@ impl Hub {
             );
         }
         Arc::new(hub)
+    }
+
+    /// Attaches the history store; a second call is ignored.
+    pub fn set_history(&self, history: Arc<crate::history::History>) {
+        let _ = self.history.set(history);
+    }
+
+    pub fn history(&self) -> Option<&Arc<crate::history::History>> {
+        self.history.get()
+    }
+
+    /// The sampling interval a host announced (else the hub's default).
+    pub fn interval_of(&self, id: &str) -> Duration {
+        self.hosts
+            .get(id)
+            .map_or(self.default_interval, |e| e.interval)
     }
 
     pub fn next_conn_id(&self) -> ConnId {

@@ -2,4 +2,11 @@
 //! NVML stand-in behind the agents, browser-like WebSocket clients. One test binary.
 
 mod harness;
+mod history;
 mod push;
+
+/// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
+pub mod seed {
+    #![allow(clippy::all, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/seed/gpu.rs"));
+}
