@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { userInfo } from "node:os";
 import { after, before, describe, test } from "node:test";
-import { job, launch, Scenario, startAgent, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
+import { join } from "node:path";
+import { artifacts, job, launch, Scenario, startAgent, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
 
 const GiB = 1024 ** 3;
 const me = userInfo().username;
@@ -58,6 +59,7 @@ describe("history on the page", () => {
     }
     assert.match((await chartState("util"))[2], /last 88 %/);
     assert.match((await chartState("mem_used"))[2], /last 30\.0 GiB/);
+    await page.screenshot({ path: join(artifacts, "details-panel.png") });
     await page.click('#details button[data-span="24h"]');
     assert.equal(await page.getAttribute('#details button[data-span="24h"]', "aria-pressed"), "true");
     await until("reloaded over 24 h", async () => (await chartState("util"))[0] === "ok");
