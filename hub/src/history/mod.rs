@@ -222,7 +222,7 @@ impl Record {
             Some(info.disks.iter().map(|d| d.used as f64).sum())
         };
         // Stored in whole units where that keeps precision (hundredths of a percent, of a load
-        // point; milliwatts): SQLite writes integral REAL values as 1–6 byte integers.
+        // point; milliwatts): whole numbers are stored as 0–6 byte integers.
         let host_vals = [
             info.cpu_util.map(|c| (c * 100.0).round()),
             info.mem_used.map(|v| v as f64),
