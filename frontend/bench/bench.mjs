@@ -51,6 +51,7 @@ function bundleGzip() {
 
 const URLS = {
   cards: "/",
+  nospark: "/?nospark=1",
   table: "/?view=table",
   naive: "/?naive=1",
 };

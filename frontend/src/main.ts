@@ -9,7 +9,7 @@ import { load, save, type Filters } from "./filters";
 import { Store, type Thresholds } from "./model";
 import type { ToPage } from "./feed.worker";
 import { installHistory } from "./history";
-import { facts, HostView, match } from "./view";
+import { facts, HostView, match, sparkFrame } from "./view";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -155,6 +155,7 @@ function flush() {
 
 function draw(t0: number) {
   pending = false;
+  sparkFrame(NAIVE ? Infinity : 6);
   const now = Date.now();
   if (store.structure) {
     store.structure = false;

@@ -124,7 +124,8 @@ describe("live page", () => {
     scA.write(alpha(train.pid, 13));
     await until("the new utilization", async () => (await text("#gpu-alpha-0 .util")) === "13 %");
     assert.equal(await page.evaluate(() => window.__sameDocument), true, "the page was not reloaded");
-    await until("a sparkline", async () => (await page.$$("#gpu-alpha-0 td.spark canvas")).length === 1);
+    await until("a sparkline", async () =>
+      (await page.$eval("#gpu-alpha-0 td.spark img", (i) => i.src.startsWith("data:image/png") && i.naturalWidth > 0)));
   });
 
   test("the host filter narrows to matching hosts and is kept in the URL", async () => {
