@@ -51,7 +51,6 @@ function bundleGzip() {
 
 const URLS = {
   cards: "/",
-  nospark: "/?nospark=1",
   table: "/?view=table",
   naive: "/?naive=1",
 };
