@@ -4,14 +4,15 @@
 CARGO ?= cargo
 VENV  ?= target/venv-gpustat
 
-.PHONY: run test test-rust test-gpustat test-deploy test-release test-history lint release bench-once bench-history
+.PHONY: run test test-rust test-gpustat test-deploy test-release test-history test-page frontend lint release bench-once bench-history
 
-run:
+run: frontend
 	$(CARGO) build --release --workspace
 	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
 # test-history is a subset of test-rust (for working on history alone), so `test` skips it.
-test: test-rust test-gpustat test-deploy test-release
+# frontend first: the hub embeds the page, so building it once with the page saves a rebuild.
+test: frontend test-rust test-gpustat test-page test-deploy test-release
 	@echo "all tests passed"
 
 test-rust:
@@ -43,13 +44,25 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The portable release archive (glibc >= 2.17): $(DIST)/hmonitor-VERSION-x86_64-linux-gnu.tar.gz.
-# When the hub embeds the built page (frontend/dist), add the frontend build target as a
-# prerequisite of `release` here.
+# The portable release archive (glibc >= 2.17): $(DIST)/hmonitor-VERSION-x86_64-linux-gnu.tar.gz,
+# with the page embedded in the hub.
 DIST ?= $${CARGO_TARGET_DIR:-target}/dist
-release:
+release: frontend
 	DIST_DIR=$(DIST) bash scripts/release.sh
 
 # The archive's binaries need no glibc newer than 2.17 (objdump -T) and run (--version).
 test-release: release
 	bash scripts/check-release.sh $(DIST)/hmonitor-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-x86_64-linux-gnu.tar.gz
+
+# The live page (frontend/): npm ci when the lock file changed, then the Vite build into
+# frontend/dist, which the hub embeds (hub/src/assets.rs).
+frontend: frontend/node_modules/.package-lock.json
+	cd frontend && npm run build
+
+frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+
+# The live page in Debian's Chromium against a real hub and real agents on the NVML stand-in.
+test-page: frontend
+	$(CARGO) build -p hmonitor-hub -p hmonitor-agent -p hmonitor-nvml-stub
+	cd frontend && npm test

@@ -6,16 +6,16 @@ use std::sync::atomic::Ordering;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
-use crate::{agent_ws, history, live, App};
+use crate::{agent_ws, assets, history, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
-        .route("/", get(index))
+        .route("/", get(assets::index))
         .route("/api/hosts", get(hosts))
         .route("/api/live", get(live::upgrade))
         .route("/api/history", get(history::api::history))
@@ -27,6 +27,9 @@ pub fn router(app: App) -> Router {
     Router::new()
         // Agents authenticate with their own tokens; the viewer gate does not apply.
         .route("/api/agent", get(agent_ws::upgrade))
+        // The page's scripts and styles hold no data (the page fetches everything behind the
+        // gate), and a browser sends no `?token=` with them.
+        .route("/assets/{*path}", get(assets::asset))
         .merge(viewers)
         .with_state(app)
 }
@@ -103,9 +106,4 @@ async fn healthz(State(app): State<App>) -> Response {
         "browser_lagged": s.browser_lagged.load(Ordering::Relaxed),
     }))
     .into_response()
-}
-
-/// A plain page listing the hosts until the live page (frontend/) is embedded.
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }

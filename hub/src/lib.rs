@@ -2,6 +2,7 @@
 //! frame in a concurrent map, fans frames out to browsers, and serves the API and gRPC facade.
 
 pub mod agent_ws;
+pub mod assets;
 pub mod config;
 pub mod grpc;
 pub mod history;

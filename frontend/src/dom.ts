@@ -1,0 +1,53 @@
+// Tiny DOM helpers: build once, then write only what changed.
+
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+const last = new WeakMap<Node, string>();
+
+/** Sets the text only when it differs from what this code last wrote (no DOM read). */
+export function txt(e: HTMLElement, v: string) {
+  if (last.get(e) !== v) {
+    last.set(e, v);
+    e.textContent = v;
+  }
+}
+
+const lastAttr = new WeakMap<Element, Map<string, string>>();
+
+export function attr(e: Element, name: string, v: string) {
+  let m = lastAttr.get(e);
+  if (!m) lastAttr.set(e, (m = new Map()));
+  if (m.get(name) !== v) {
+    m.set(name, v);
+    e.setAttribute(name, v);
+  }
+}
+
+export function cls(e: Element, v: string) {
+  attr(e, "class", v);
+}
+
+export function show(e: HTMLElement, on: boolean) {
+  if (e.hidden === on) e.hidden = !on;
+}
+
+/** A used/total bar; `frac` undefined = unavailable (striped, no fill). */
+export function bar(e: HTMLElement, fill: HTMLElement, frac: number | undefined, warnAt?: number) {
+  if (frac === undefined) {
+    cls(e, "bar na");
+    attr(fill, "style", "width:0");
+    return;
+  }
+  const w = Math.max(0, Math.min(100, frac * 100));
+  cls(e, warnAt !== undefined && frac >= warnAt ? "bar warn" : "bar");
+  attr(fill, "style", `width:${w.toFixed(1)}%`);
+}

@@ -1,0 +1,410 @@
+// The live page: one WebSocket to /api/live (each binary message one LiveEvent), a store of
+// host states, and keyed views updated in place once per animation frame.
+
+import "uplot/dist/uPlot.min.css";
+import "./style.css";
+import { HostStatus } from "./gen/gpu_pb";
+import { bytes } from "./fmt";
+import { load, save, type Filters } from "./filters";
+import { Store, type Thresholds } from "./model";
+import type { ToPage } from "./feed.worker";
+import { installHistory } from "./history";
+import { facts, HostView, match, sparkFrame } from "./view";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+const params = new URLSearchParams(location.search);
+/** `?naive=1`: rebuild every view on every frame (the benchmark's peer; never for real use). */
+const NAIVE = params.get("naive") === "1";
+/** Most time per animation frame spent drawing; the rest waits for the next frame. */
+const BUDGET_MS = 5;
+
+const token = params.get("token");
+if (token) {
+  // So that later requests (the socket, API calls) carry it without the URL.
+  document.cookie = `hmon_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+}
+
+const store = new Store();
+/** Time spent decoding and drawing, read by the benchmark (frontend/bench). */
+const stats = { decodeMs: 0, workerDecodeMs: 0, events: 0, flushMs: 0, flushes: 0 };
+(window as unknown as { __hmon: typeof stats }).__hmon = stats;
+const views = new Map<string, HostView>();
+let f: Filters = load();
+let th: Thresholds = { memMiB: f.fmem, util: f.futil };
+
+const main = $<HTMLElement>("hosts");
+const table = document.createElement("table");
+table.className = "compact";
+table.innerHTML =
+  "<thead><tr><th>host</th><th>status</th><th>address</th><th>GPUs (util %)</th><th>free</th><th>util</th><th>GPU memory</th><th>users</th><th>seen</th></tr></thead>";
+const tbody = document.createElement("tbody");
+table.append(tbody);
+
+function container(): HTMLElement {
+  return f.view === "cards" ? main : tbody;
+}
+
+// Views off screen are not drawn; they are drawn when they come near the viewport. Cards and
+// rows have `content-visibility: auto`, so the browser already tracks which are near the
+// viewport and says so with `contentvisibilityautostatechange`; listening to that costs nothing
+// per frame, where an IntersectionObserver over 500 targets cost a few ms on every frame.
+// Browsers without the event get the IntersectionObserver.
+function onVisibility(e: HTMLElement, visible: boolean) {
+  const id = e.dataset.host;
+  const v = id && views.get(id);
+  if (!v || v.element(f.view) !== e) return;
+  v.onScreen = visible;
+  if (visible) {
+    store.dirty.add(v.id);
+    schedule();
+  }
+}
+const hasCvEvent = "oncontentvisibilityautostatechange" in document.body;
+const io = hasCvEvent
+  ? null
+  : new IntersectionObserver(
+      (entries) => {
+        for (const e of entries) onVisibility(e.target as HTMLElement, e.isIntersecting);
+      },
+      { rootMargin: "300px 0px" },
+    );
+const listening = new WeakSet<HTMLElement>();
+const vis = {
+  observe(e: HTMLElement) {
+    if (io) io.observe(e);
+    else if (!listening.has(e)) {
+      listening.add(e);
+      e.addEventListener("contentvisibilityautostatechange", (ev) =>
+        onVisibility(e, !(ev as Event & { skipped: boolean }).skipped),
+      );
+    }
+  },
+  unobserve(e: HTMLElement) {
+    io?.unobserve(e);
+  },
+};
+
+let pending = false;
+let reorder = true;
+let summaryDue = true;
+
+function schedule() {
+  if (!pending) {
+    pending = true;
+    requestAnimationFrame(flush);
+  }
+}
+
+function sortKey(v: HostView): number {
+  const x = v.f;
+  if (!x) return 0;
+  switch (f.sort) {
+    case "free": return -x.free;
+    case "util": return x.utilN ? -x.utilSum / x.utilN : 1;
+    case "mem": return -x.memUsed;
+    case "status": return x.up ? 1 : 0;
+    default: return 0;
+  }
+}
+
+function place() {
+  const c = container();
+  const list: HostView[] = [];
+  for (const v of views.values()) if (v.m.host) list.push(v);
+  list.sort((a, b) => sortKey(a) - sortKey(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const wanted = new Set<HTMLElement>();
+  let ref = c.firstElementChild;
+  for (const v of list) {
+    const e = v.element(f.view);
+    wanted.add(e);
+    if (e === ref) {
+      ref = ref.nextElementSibling;
+    } else {
+      c.insertBefore(e, ref);
+      vis.observe(e);
+      // Until the browser says it is skipped (off screen), a newly placed view counts as seen;
+      // the event only reports changes, and a moved element may not change state.
+      if (!io && !v.onScreen) {
+        v.onScreen = true;
+        store.dirty.add(v.id);
+      }
+    }
+  }
+  // What is left after the wanted ones is filtered out.
+  for (const e of [...c.children] as HTMLElement[]) {
+    if (!wanted.has(e)) {
+      vis.unobserve(e);
+      e.remove();
+      const v = views.get(e.dataset.host ?? "");
+      if (v) v.onScreen = false;
+    }
+  }
+  $<HTMLElement>("empty").hidden = list.length > 0 || store.hosts.size === 0;
+}
+
+function flush() {
+  const t0 = performance.now();
+  try {
+    draw(t0);
+  } finally {
+    stats.flushMs += performance.now() - t0;
+    stats.flushes++;
+  }
+}
+
+function draw(t0: number) {
+  pending = false;
+  sparkFrame(NAIVE ? Infinity : 6);
+  const now = Date.now();
+  if (store.structure) {
+    store.structure = false;
+    for (const [id, v] of views) {
+      if (!store.hosts.has(id)) {
+        vis.unobserve(v.card);
+        vis.unobserve(v.row);
+        v.destroy();
+        views.delete(id);
+      }
+    }
+    for (const id of store.hosts.keys()) {
+      if (!views.has(id)) {
+        views.set(id, new HostView(id));
+        store.dirty.add(id);
+      }
+    }
+    reorder = true;
+  }
+  if (NAIVE) {
+    // The peer: throw every view away and build it again.
+    for (const v of views.values()) {
+      vis.unobserve(v.card);
+      vis.unobserve(v.row);
+      v.destroy();
+    }
+    views.clear();
+    for (const [id, r] of store.hosts) {
+      const v = new HostView(id);
+      views.set(id, v);
+      v.f = facts(r, th);
+      v.m = match(r, f, th);
+      v.onScreen = true;
+      v.element(f.view);
+      v.draw(r, f.view, th, now);
+    }
+    store.dirty.clear();
+    main.replaceChildren();
+    if (f.view === "table") main.append(table);
+    tbody.replaceChildren();
+    const c = container();
+    for (const v of [...views.values()].filter((v) => v.m.host).sort((a, b) => sortKey(a) - sortKey(b) || (a.id < b.id ? -1 : 1)))
+      c.append(v.element(f.view));
+    summary();
+    return;
+  }
+  // Facts and filter membership first (cheap, no DOM): they decide order and visibility.
+  for (const id of store.dirty) {
+    const r = store.hosts.get(id), v = views.get(id);
+    if (!r || !v) continue;
+    if (v.drawn === r.version && !v.onScreen) continue;
+    const wasHost = v.m.host;
+    const before = v.f ? sortKey(v) : NaN;
+    v.f = facts(r, th);
+    v.m = match(r, f, th);
+    if (wasHost !== v.m.host || (f.sort !== "id" && before !== sortKey(v))) reorder = true;
+    summaryDue = true;
+  }
+  if (reorder) {
+    reorder = false;
+    place();
+  }
+  // Then drawing, within the frame budget; what is left goes to the next frame.
+  for (const id of store.dirty) {
+    const r = store.hosts.get(id), v = views.get(id);
+    store.dirty.delete(id);
+    if (!r || !v || !v.m.host || !v.onScreen || v.drawn === r.version) continue;
+    v.draw(r, f.view, th, now);
+    if (performance.now() - t0 > BUDGET_MS) break;
+  }
+  if (summaryDue) summary();
+  if (store.dirty.size) schedule();
+}
+
+let lastSummary = 0;
+function summary() {
+  const t = performance.now();
+  if (t - lastSummary < 250) {
+    // At most four times a second; the last change is still shown, a moment later.
+    setTimeout(schedule, 260);
+    return;
+  }
+  lastSummary = t;
+  summaryDue = false;
+  let up = 0, down = 0, free = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
+  const users = new Set<string>();
+  const hostIds: string[] = [];
+  for (const v of views.values()) {
+    const x = v.f;
+    hostIds.push(v.id);
+    if (!x) continue;
+    if (x.up) up++;
+    else down++;
+    free += x.free;
+    busy += x.busy;
+    gpus += x.gpus;
+    mem += x.memUsed;
+    memT += x.memTotal;
+    for (const u of x.users) users.add(u);
+  }
+  const s = $<HTMLElement>("summary");
+  s.textContent = "";
+  const part = (k: string, text: string) => {
+    if (s.firstChild) s.append(" · ");
+    const b = document.createElement("span");
+    b.dataset.k = k;
+    b.textContent = text;
+    s.append(b);
+  };
+  part("hosts", `${up} hosts up, ${down} down`);
+  part("gpus", `${free} GPUs free, ${busy} busy, ${gpus} total`);
+  part("mem", `GPU memory ${bytes(mem)} / ${bytes(memT)} in use`);
+  part("users", `${users.size} active user${users.size === 1 ? "" : "s"}`);
+  datalist("userlist", [...users].sort());
+  datalist("hostlist", hostIds.sort());
+}
+
+const listKeys = new Map<string, string>();
+function datalist(id: string, values: string[]) {
+  const k = values.join("\n");
+  if (listKeys.get(id) === k) return;
+  listKeys.set(id, k);
+  $<HTMLDataListElement>(id).replaceChildren(
+    ...values.map((v) => {
+      const o = document.createElement("option");
+      o.value = v;
+      return o;
+    }),
+  );
+}
+
+// --- controls ----------------------------------------------------------------------------
+
+const q = $<HTMLInputElement>("f-q"), host = $<HTMLInputElement>("f-host"), user = $<HTMLInputElement>("f-user");
+const mine = $<HTMLInputElement>("f-mine"), me = $<HTMLInputElement>("f-me"), free = $<HTMLInputElement>("f-free");
+const fmem = $<HTMLInputElement>("f-fmem"), futil = $<HTMLInputElement>("f-futil");
+const sort = $<HTMLSelectElement>("f-sort"), viewSel = $<HTMLSelectElement>("f-view");
+
+function toControls() {
+  q.value = f.q; host.value = f.host; user.value = f.user; mine.checked = f.mine; me.value = f.me;
+  free.checked = f.free; fmem.value = String(f.fmem); futil.value = String(f.futil);
+  sort.value = f.sort; viewSel.value = f.view;
+}
+
+function fromControls() {
+  const n = (e: HTMLInputElement, d: number) => (e.value !== "" && Number(e.value) >= 0 ? Number(e.value) : d);
+  const before = f.view;
+  f = {
+    q: q.value, host: host.value.trim(), user: user.value.trim(), mine: mine.checked, me: me.value.trim(),
+    free: free.checked, fmem: n(fmem, f.fmem), futil: n(futil, f.futil),
+    sort: sort.value as Filters["sort"], view: viewSel.value as Filters["view"],
+  };
+  th = { memMiB: f.fmem, util: f.futil };
+  save(f);
+  if (before !== f.view) setView();
+  for (const id of store.hosts.keys()) store.dirty.add(id);
+  for (const v of views.values()) v.drawn = -1;
+  reorder = true;
+  schedule();
+}
+
+function setView() {
+  main.replaceChildren();
+  tbody.replaceChildren();
+  for (const v of views.values()) {
+    vis.unobserve(v.card);
+    vis.unobserve(v.row);
+    v.onScreen = false;
+  }
+  if (f.view === "table") main.append(table);
+  main.dataset.view = f.view;
+}
+
+toControls();
+setView();
+installHistory(main);
+for (const e of [q, host, user, me, fmem, futil]) e.addEventListener("input", fromControls);
+for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromControls);
+
+// Relative times ("last seen 5 min ago") move without frames: refresh them now and then.
+setInterval(() => {
+  const now = Date.now();
+  for (const [id, r] of store.hosts) {
+    if (r.s.status !== HostStatus.UP) views.get(id)?.refreshSeen(r, f.view, now);
+  }
+}, 5000);
+
+// --- the socket ----------------------------------------------------------------------------
+
+const conn = $<HTMLElement>("conn");
+const wsUrl = new URL("api/live", location.href);
+wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+wsUrl.search = token ? `?token=${encodeURIComponent(token)}` : "";
+let retryTimer: ReturnType<typeof setInterval> | undefined;
+
+function closed(retryInMs: number, everConnected: boolean) {
+  document.body.classList.add("offline");
+  conn.hidden = false;
+  const until = Date.now() + retryInMs;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    conn.textContent = `${everConnected ? "Connection lost" : "Cannot reach the hub"}: reconnecting${left ? ` in ${left} s` : "…"}`;
+  };
+  tick();
+  clearInterval(retryTimer);
+  retryTimer = setInterval(tick, 1000);
+}
+
+function opened() {
+  clearInterval(retryTimer);
+  conn.hidden = true;
+  document.body.classList.remove("offline");
+}
+
+if (NAIVE) {
+  // The peer decodes on the main thread too, as a page without a worker would.
+  const connect = (delay: number) => {
+    const ws = new WebSocket(wsUrl);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = opened;
+    ws.onmessage = (m) => {
+      const t = performance.now();
+      store.applyBytes(new Uint8Array(m.data as ArrayBuffer));
+      stats.decodeMs += performance.now() - t;
+      stats.events++;
+      schedule();
+    };
+    ws.onclose = () => {
+      closed(delay, true);
+      setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+    };
+  };
+  connect(500);
+} else {
+  const worker = new Worker(new URL("./feed.worker.ts", import.meta.url), { type: "module" });
+  worker.onmessage = (m: MessageEvent<ToPage>) => {
+    const d = m.data;
+    if (d.kind === "events") {
+      for (const ev of d.events) store.apply(ev);
+      stats.events += d.events.length;
+      schedule();
+    } else if (d.kind === "stats") {
+      stats.workerDecodeMs = d.decodeMs;
+    } else if (d.kind === "open") {
+      opened();
+    } else {
+      closed(d.retryInMs, d.everConnected);
+    }
+  };
+  worker.onerror = (e) => console.error("live feed worker failed", e.message);
+  worker.postMessage({ url: wsUrl.href });
+}

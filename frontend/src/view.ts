@@ -1,0 +1,477 @@
+// One view per host, keyed by host id: a card (cards view) or a row (compact table view),
+// built once and then updated in place, writing only what changed. Views off screen are not
+// touched until they scroll into view (an IntersectionObserver tells), which keeps the work per
+// frame bounded by what a person can see, not by the cluster's size.
+
+import uPlot from "uplot";
+import { ErrorKind, HostStatus, type GPUInfo, type HostInfo, type ProcInfo } from "./gen/gpu_pb";
+import { attr, bar, cls, el, show, txt } from "./dom";
+import { ago, bytes, duration, NA, num, pct } from "./fmt";
+import type { Filters, View } from "./filters";
+import { gpuState, STATE_LABEL, type GpuState, type HostRec, type Ring, type Thresholds } from "./model";
+
+/** Per-host figures for the summary, sorting and filtering; recomputed on each change. */
+export interface Facts {
+  up: boolean;
+  free: number;
+  busy: number;
+  gpus: number;
+  utilSum: number;
+  utilN: number;
+  memUsed: number;
+  memTotal: number;
+  users: Set<string>;
+}
+
+export interface Match {
+  host: boolean;
+  gpus: Set<number> | null; // null: every GPU
+}
+
+const STATUS_LABEL: Record<number, string> = {
+  [HostStatus.UP]: "up",
+  [HostStatus.DOWN]: "down",
+  [HostStatus.NEVER_SEEN]: "never seen",
+  [HostStatus.UNSPECIFIED]: "unknown",
+};
+
+function lower(s: string | undefined) {
+  return (s ?? "").toLowerCase();
+}
+
+function hostText(r: HostRec): string {
+  const i = r.s.info;
+  return lower(`${r.s.id} ${i?.hostname ?? ""} ${r.s.addr} ${i?.ip ?? ""}`);
+}
+
+function gpuText(g: GPUInfo): string {
+  let s = lower(`${g.name} ${g.uuid} gpu${g.id}`);
+  for (const p of g.procs) s += ` ${lower(p.username)} ${lower(p.basename)} ${lower(p.container)}`;
+  return s;
+}
+
+/** Which of a host's GPUs the filters keep; `host: false` hides the whole host. */
+export function match(r: HostRec, f: Filters, th: Thresholds): Match {
+  const up = r.s.status === HostStatus.UP;
+  if (f.host) {
+    const id = lower(r.s.id), hn = lower(r.s.info?.hostname);
+    const wanted = f.host.toLowerCase().split(",").map((x) => x.trim()).filter(Boolean);
+    if (!wanted.some((w) => id.includes(w) || hn.includes(w))) return { host: false, gpus: null };
+  }
+  const users: string[] = [];
+  if (f.user) users.push(f.user);
+  if (f.mine && f.me) users.push(f.me);
+  const q = f.q.trim().toLowerCase();
+  const hostHit = q !== "" && hostText(r).includes(q);
+  if (!users.length && !f.free && (!q || hostHit)) return { host: true, gpus: null };
+  const keep = new Set<number>();
+  for (const g of r.s.info?.gpus ?? []) {
+    if (users.length && !users.every((u) => g.procs.some((p) => p.username === u))) continue;
+    if (f.free && gpuState(g, up, th) !== "free") continue;
+    if (q && !hostHit && !gpuText(g).includes(q)) continue;
+    keep.add(g.id);
+  }
+  return { host: keep.size > 0, gpus: keep };
+}
+
+export function facts(r: HostRec, th: Thresholds): Facts {
+  const up = r.s.status === HostStatus.UP;
+  const f: Facts = { up, free: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
+  for (const g of r.s.info?.gpus ?? []) {
+    f.gpus++;
+    const st = gpuState(g, up, th);
+    if (st === "free") f.free++;
+    else if (st === "busy" || st === "hot") f.busy++;
+    if (!up) continue;
+    if (g.utilization !== undefined) {
+      f.utilSum += g.utilization;
+      f.utilN++;
+    }
+    if (g.memUsed !== undefined) f.memUsed += Number(g.memUsed);
+    if (g.memTotal !== undefined) f.memTotal += Number(g.memTotal);
+    for (const p of g.procs) if (p.username) f.users.add(p.username);
+  }
+  return f;
+}
+
+const baseClass = new WeakMap<HTMLElement, string>();
+
+/** A value cell: grey italic "n/a" with a tooltip when unavailable. */
+function na(e: HTMLElement, v: string) {
+  let base = baseClass.get(e);
+  if (base === undefined) baseClass.set(e, (base = e.className));
+  txt(e, v);
+  cls(e, v === NA ? `${base} na` : base);
+  attr(e, "title", v === NA ? "unavailable" : "");
+}
+
+function procLine(p: ProcInfo): string {
+  const parts = [
+    p.username ?? (p.uid !== undefined ? `uid ${p.uid}` : "unknown user"),
+    p.basename ?? `pid ${p.pid}`,
+    p.mem !== undefined ? bytes(Number(p.mem)) : `mem ${NA}`,
+    duration(num(p.expiration)),
+    p.utilization !== undefined ? `SM ${p.utilization} %` : `SM ${NA}`,
+  ];
+  if (p.container) parts.push(`${p.containerRuntime ?? "container"} ${p.container.slice(0, 12)}`);
+  return parts.join(" · ");
+}
+
+function sparkColors(): [string, string] {
+  const cs = getComputedStyle(document.documentElement);
+  return [cs.getPropertyValue("--spark-util").trim() || "#2a7", cs.getPropertyValue("--spark-mem").trim() || "#48f"];
+}
+
+const SPARK_W = 96, SPARK_H = 24;
+let sparkPlot: uPlot | null = null;
+/** Sparklines still allowed in this animation frame (each is about half a millisecond). */
+let sparkBudget = 0;
+
+/** Called once per animation frame: how many sparklines that frame may redraw. */
+export function sparkFrame(n: number) {
+  sparkBudget = n;
+}
+
+/**
+ * Draws a sparkline with one shared, detached uPlot and returns it as an image. A canvas per
+ * GPU row made the browser composite dozens of canvas layers on every frame (10 ms of each
+ * frame's 30 at 500 hosts); images are plain content.
+ */
+function sparkline(data: uPlot.AlignedData): string {
+  if (!sparkPlot) {
+    const [cu, cm] = sparkColors();
+    sparkPlot = new uPlot(
+      {
+        width: SPARK_W, height: SPARK_H, pxAlign: false,
+        legend: { show: false }, cursor: { show: false }, select: { show: false, left: 0, top: 0, width: 0, height: 0 },
+        axes: [{ show: false }, { show: false }],
+        scales: { x: { time: false }, y: { range: [0, 100] } },
+        series: [{}, { stroke: cu, width: 1.5, points: { show: false } }, { stroke: cm, width: 1, points: { show: false } }],
+      },
+      data,
+    );
+  } else {
+    // batch(): draw now, not in a microtask, so the canvas holds this series when read.
+    const p = sparkPlot;
+    p.batch(() => p.setData(data));
+  }
+  return sparkPlot.ctx.canvas.toDataURL();
+}
+
+class GpuView {
+  readonly tr = el("tr", "gpu");
+  readonly procsTr = el("tr", "procs");
+  private readonly idx = el("td", "idx");
+  private readonly name = el("td", "name");
+  private readonly state = el("span", "state");
+  private readonly memBar = el("span", "bar");
+  private readonly memFill = el("span", "fill");
+  private readonly memTxt = el("span", "bartxt");
+  private readonly util = el("td", "util");
+  private readonly temp = el("td", "temp");
+  private readonly fan = el("td", "fan");
+  private readonly power = el("td", "power");
+  private readonly sparkTd = el("td", "spark");
+  private readonly procList = el("ul", "proclist");
+  private readonly gpuErr = el("p", "gpuerr");
+  private procKey = "";
+  private readonly sparkImg = el("img", "sparkimg");
+  sparkVersion = -1;
+  st: GpuState = "unknown";
+
+  constructor(hostId: string, readonly index: number) {
+    this.tr.id = `gpu-${hostId}-${index}`;
+    this.tr.dataset.host = hostId;
+    this.tr.dataset.gpu = String(index);
+    this.tr.tabIndex = 0;
+    const stTd = el("td", "st");
+    stTd.append(this.state);
+    const memTd = el("td", "mem");
+    this.memBar.append(this.memFill);
+    memTd.append(this.memBar, this.memTxt);
+    this.tr.append(this.idx, this.name, stTd, memTd, this.util, this.temp, this.fan, this.power, this.sparkTd);
+    const td = el("td");
+    td.colSpan = 9;
+    td.append(this.gpuErr, this.procList);
+    this.procsTr.append(td);
+    this.procsTr.dataset.host = hostId;
+    this.procsTr.dataset.gpu = String(index);
+    this.sparkImg.width = SPARK_W;
+    this.sparkImg.height = SPARK_H;
+    this.sparkImg.alt = "utilization (green) and memory (blue), last minutes";
+    this.sparkImg.title = this.sparkImg.alt;
+    this.sparkImg.decoding = "async";
+    this.sparkTd.append(this.sparkImg);
+  }
+
+  update(g: GPUInfo | undefined, up: boolean, th: Thresholds) {
+    if (!g) {
+      // Was reported before, missing now: the GPU fell off the bus.
+      this.st = up ? "lost" : "down";
+      txt(this.state, up ? "lost" : STATE_LABEL.down);
+      attr(this.state, "title", up ? "reported before, missing from the last report" : "");
+      cls(this.state, `state s-${this.st}`);
+      cls(this.tr, `gpu s-${this.st}`);
+      show(this.procsTr, false);
+      return;
+    }
+    this.st = gpuState(g, up, th);
+    cls(this.tr, `gpu s-${this.st}`);
+    txt(this.idx, String(g.id));
+    txt(this.name, g.name || NA);
+    txt(this.state, STATE_LABEL[this.st]);
+    cls(this.state, `state s-${this.st}`);
+    // Why a GPU is lost or in error goes on its own line, under the row.
+    txt(this.gpuErr, g.err);
+    show(this.gpuErr, g.err !== "");
+    const used = num(g.memUsed), total = num(g.memTotal);
+    bar(this.memBar, this.memFill, used !== undefined && total ? used / total : undefined);
+    txt(this.memTxt, `${bytes(used)} / ${bytes(total)}`);
+    na(this.util, pct(g.utilization));
+    na(this.temp, g.temp === undefined ? NA : `${g.temp} °C`);
+    na(this.fan, pct(g.fanspeed));
+    const pw = g.powerDrawMw, pl = g.powerLimitMw;
+    na(this.power, pw === undefined ? NA : `${Math.round(pw / 1000)}${pl !== undefined ? ` / ${Math.round(pl / 1000)}` : ""} W`);
+    const key = g.procs.map(procLine).join("\n");
+    if (key !== this.procKey) {
+      this.procKey = key;
+      this.procList.replaceChildren(
+        ...g.procs.map((p) => {
+          const li = el("li", "proc", procLine(p));
+          li.dataset.pid = String(p.pid);
+          if (p.username) li.dataset.user = p.username;
+          if (p.cmdline) li.title = p.cmdline;
+          return li;
+        }),
+      );
+    }
+    show(this.procsTr, g.procs.length > 0 || g.err !== "");
+  }
+
+  private sparkAt = 0;
+
+  spark(ring: Ring | undefined, version: number) {
+    if (!ring || version === this.sparkVersion) return;
+    // Five minutes in 96 px: a new sample moves the line a third of a pixel. Redrawing every
+    // 3 s shows the same picture for a fraction of the work.
+    const now = performance.now();
+    if (this.sparkImg.src && now - this.sparkAt < 3000) return;
+    // Left for a later frame (the host's next report) when this one has drawn its share.
+    if (sparkBudget <= 0) return;
+    sparkBudget--;
+    // Jittered, so that rows drawn together do not all come due in the same frame again.
+    this.sparkAt = now + Math.random() * 1000;
+    this.sparkVersion = version;
+    this.sparkImg.src = sparkline(ring.series() as uPlot.AlignedData);
+  }
+
+  destroy() {}
+}
+
+const HEAD = ["#", "GPU", "state", "memory", "util", "temp", "fan", "power", "trend"];
+
+export class HostView {
+  readonly card = el("article", "host");
+  readonly row = el("tr", "hrow");
+  f: Facts | null = null;
+  m: Match = { host: true, gpus: null };
+  onScreen = false;
+  drawn = -1; // rec.version last drawn
+  private built: View | null = null;
+  private readonly gpus = new Map<number, GpuView>();
+  // card parts
+  private readonly status = el("span", "status");
+  private readonly seen = el("span", "seen");
+  private readonly hostname = el("span", "hostname");
+  private readonly addr = el("span", "addr");
+  private readonly factsLine = el("p", "facts");
+  private readonly disks = el("div", "disks");
+  private disksKey = "";
+  private readonly err = el("p", "err");
+  private readonly tbody = el("tbody");
+  private readonly gpuWrap = el("div", "gpuwrap");
+  // row parts
+  private readonly rStatus = el("td", "status");
+  private readonly rAddr = el("td", "addr");
+  private readonly rChips = el("td", "chips");
+  private readonly rFree = el("td", "num");
+  private readonly rUtil = el("td", "num");
+  private readonly rMem = el("td", "num");
+  private readonly rUsers = el("td", "users");
+  private readonly rSeen = el("td", "seen");
+  private chipKey = "";
+
+  constructor(readonly id: string) {
+    for (const e of [this.card, this.row]) {
+      e.dataset.host = id;
+      e.tabIndex = 0;
+    }
+    this.card.id = `host-${id}`;
+    this.row.id = `row-${id}`;
+  }
+
+  private buildCard() {
+    const h = el("header");
+    const h2 = el("h2", "hid", this.id);
+    h.append(h2, this.status, this.seen, this.hostname, this.addr);
+    const table = el("table", "gpus");
+    const thead = el("thead");
+    const tr = el("tr");
+    for (const t of HEAD) tr.append(el("th", undefined, t));
+    thead.append(tr);
+    table.append(thead, this.tbody);
+    const wrap = this.gpuWrap;
+    wrap.append(table);
+    this.card.setAttribute("aria-label", `host ${this.id}`);
+    this.card.append(h, this.factsLine, this.disks, this.err, wrap);
+  }
+
+  private buildRow() {
+    const idTd = el("th", "hid", this.id);
+    idTd.scope = "row";
+    this.row.append(idTd, this.rStatus, this.rAddr, this.rChips, this.rFree, this.rUtil, this.rMem, this.rUsers, this.rSeen);
+  }
+
+  element(view: View): HTMLElement {
+    if (this.built !== view) {
+      if (view === "cards" && !this.card.firstChild) this.buildCard();
+      if (view === "table" && !this.row.firstChild) this.buildRow();
+      this.built = view;
+      this.drawn = -1;
+    }
+    return view === "cards" ? this.card : this.row;
+  }
+
+  /** Writes the host's state into the DOM of the current view. */
+  draw(r: HostRec, view: View, th: Thresholds, now: number) {
+    this.drawn = r.version;
+    if (view === "cards") this.drawCard(r, th, now);
+    else this.drawRow(r, th, now);
+  }
+
+  refreshSeen(r: HostRec, view: View, now: number) {
+    const t = this.seenText(r, now);
+    txt(view === "cards" ? this.seen : this.rSeen, t);
+  }
+
+  private seenText(r: HostRec, now: number): string {
+    const s = r.s;
+    if (s.status === HostStatus.UP) return view_uptime(s.info);
+    return `last seen ${ago(Number(s.lastSeenMs), now)}`;
+  }
+
+  private drawCard(r: HostRec, th: Thresholds, now: number) {
+    const s = r.s, i = s.info, up = s.status === HostStatus.UP;
+    cls(this.card, `host ${up ? "up" : "down"}`);
+    txt(this.status, STATUS_LABEL[s.status] ?? "unknown");
+    cls(this.status, `status st-${up ? "up" : "down"}`);
+    txt(this.seen, this.seenText(r, now));
+    txt(this.hostname, i?.hostname && i.hostname !== s.id ? i.hostname : "");
+    const ips = [s.addr, i?.ip && i.ip !== s.addr ? `reports ${i.ip}` : ""].filter(Boolean).join(", ");
+    txt(this.addr, ips);
+    attr(this.addr, "title", "address as the hub saw it");
+    if (i) {
+      const load = i.load ? `load ${i.load.one.toFixed(2)} ${i.load.five.toFixed(2)} ${i.load.fifteen.toFixed(2)}` : `load ${NA}`;
+      txt(
+        this.factsLine,
+        [
+          `driver ${i.driverVersion ?? NA}`,
+          `CUDA ${i.cudaVersion ?? NA}`,
+          `CPU ${pct(i.cpuUtil)}${i.cpuCount ? ` of ${i.cpuCount}` : ""}`,
+          `mem ${bytes(num(i.memUsed))} / ${bytes(num(i.memTotal))}`,
+          load,
+        ].join(" · "),
+      );
+      const dk = i.disks.map((d) => `${d.mount}|${d.used}|${d.total}`).join(";");
+      if (dk !== this.disksKey) {
+        this.disksKey = dk;
+        this.disks.replaceChildren(
+          ...i.disks.map((d) => {
+            const used = Number(d.used), total = Number(d.total);
+            const frac = total > 0 ? used / total : undefined;
+            const wrap = el("span", "disk");
+            const b = el("span", "bar"), f = el("span", "fill");
+            b.append(f);
+            bar(b, f, frac, 0.9);
+            wrap.title = d.device;
+            wrap.append(el("span", "mount", d.mount), b, el("span", "bartxt", `${bytes(used)} / ${bytes(total)}`));
+            if (frac !== undefined && frac >= 0.9) wrap.classList.add("warn");
+            return wrap;
+          }),
+        );
+      }
+    } else {
+      txt(this.factsLine, "no report yet");
+    }
+    const err = [i?.err, i?.stale ? "report partly stale" : "", i?.errKind === ErrorKind.NO_DRIVER && !i.err ? "no NVIDIA driver" : ""]
+      .filter(Boolean)
+      .join("; ");
+    txt(this.err, err);
+    show(this.err, err !== "");
+    // GPUs: keyed by index; one that disappears stays, shown as lost.
+    const seenIdx = new Set<number>();
+    for (const g of i?.gpus ?? []) {
+      seenIdx.add(g.id);
+      let gv = this.gpus.get(g.id);
+      if (!gv) {
+        gv = new GpuView(this.id, g.id);
+        this.gpus.set(g.id, gv);
+        this.insertGpu(gv);
+      }
+      gv.update(g, up, th);
+      const keep = this.m.gpus === null || this.m.gpus.has(g.id);
+      show(gv.tr, keep);
+      if (!keep) show(gv.procsTr, false);
+      if (keep && this.onScreen) gv.spark(r.rings.get(g.id), r.version);
+    }
+    for (const [idx, gv] of this.gpus) if (!seenIdx.has(idx)) gv.update(undefined, up, th);
+    show(this.gpuWrap, this.gpus.size > 0);
+  }
+
+  private insertGpu(gv: GpuView) {
+    // Keep rows in index order even when GPUs appear late.
+    let before: Element | null = null;
+    for (const [idx, other] of this.gpus) if (idx > gv.index && (!before || idx < Number((before as HTMLElement).dataset.gpu))) before = other.tr;
+    this.tbody.insertBefore(gv.tr, before);
+    this.tbody.insertBefore(gv.procsTr, before);
+  }
+
+  private drawRow(r: HostRec, th: Thresholds, now: number) {
+    const s = r.s, up = s.status === HostStatus.UP, f = this.f;
+    cls(this.row, `hrow ${up ? "up" : "down"}`);
+    txt(this.rStatus, STATUS_LABEL[s.status] ?? "unknown");
+    txt(this.rAddr, s.addr);
+    const gpus = s.info?.gpus ?? [];
+    const states = gpus.map((g) => gpuState(g, up, th));
+    const key = gpus.map((g, k) => `${g.id}:${states[k]}:${g.utilization ?? "-"}:${this.m.gpus === null || this.m.gpus.has(g.id)}`).join(",");
+    if (key !== this.chipKey) {
+      this.chipKey = key;
+      this.rChips.replaceChildren(
+        ...gpus.map((g, k) => {
+          const c = el("span", `chip s-${states[k]}`, g.utilization === undefined ? NA : `${g.utilization}`);
+          c.dataset.gpu = String(g.id);
+          c.id = `chip-${this.id}-${g.id}`;
+          c.title = `GPU ${g.id} ${g.name}: ${STATE_LABEL[states[k]]}, ${pct(g.utilization)}, ${bytes(num(g.memUsed))} / ${bytes(num(g.memTotal))}`;
+          if (!(this.m.gpus === null || this.m.gpus.has(g.id))) c.classList.add("dim");
+          return c;
+        }),
+      );
+    }
+    if (!gpus.length) txt(this.rChips, s.info?.err || "no GPUs");
+    txt(this.rFree, f ? `${f.free} / ${f.gpus}` : NA);
+    txt(this.rUtil, f && f.utilN ? `${Math.round(f.utilSum / f.utilN)} %` : NA);
+    txt(this.rMem, f && f.memTotal ? `${bytes(f.memUsed)} / ${bytes(f.memTotal)}` : NA);
+    txt(this.rUsers, f ? [...f.users].sort().join(", ") : "");
+    txt(this.rSeen, this.seenText(r, now));
+  }
+
+  destroy() {
+    for (const g of this.gpus.values()) g.destroy();
+    this.card.remove();
+    this.row.remove();
+  }
+}
+
+function view_uptime(i: HostInfo | undefined): string {
+  return i?.uptimeS !== undefined ? `up ${duration(Number(i.uptimeS))}` : "";
+}
