@@ -79,26 +79,11 @@ async fn three_agents_appear_and_a_scenario_change_reaches_the_browser_within_tw
     assert_eq!(hosts[1]["info"]["gpus"][0]["utilization"], 77);
 }
 
-/// A plain HTTP GET of JSON over a raw TCP socket (the tests need nothing more).
+/// A plain HTTP GET of JSON that must answer 200 (the tests need nothing more).
 pub async fn reqwest_get(url: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .expect("path");
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    let (status, json) = crate::history::get_json(url).await;
+    assert_eq!(status, 200, "{url}: {json}");
+    json
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
