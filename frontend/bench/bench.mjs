@@ -109,6 +109,7 @@ async function measure(hub, mode) {
     }
     const rows = await page.$$eval("tr.gpu", (r) => r.length);
     if (process.env.BENCH_BREAKDOWN) {
+      console.error("page stats (ms over the window):", JSON.stringify(Object.fromEntries(Object.keys(s1).map((k) => [k, +(k === "maxFlushMs" ? s1[k] : s1[k] - s0[k]).toFixed(1)]))));
       const main = tasks[0] ? `${tasks[0].pid}:${tasks[0].tid}` : "";
       const by = new Map();
       for (const e of events) {

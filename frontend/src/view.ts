@@ -161,16 +161,18 @@ function sparkline(data: uPlot.AlignedData): string {
 class GpuView {
   readonly tr = el("tr", "gpu");
   readonly procsTr = el("tr", "procs");
-  private readonly idx = el("td", "idx");
+  // Values that change every second sit in fixed-size boxes (`.v`, `contain: strict`): a new
+  // text re-lays out that box alone, not the table and the card around it.
+  private readonly idx = el("span", "v");
   private readonly name = el("td", "name");
   private readonly state = el("span", "state");
   private readonly memBar = el("span", "bar");
   private readonly memFill = el("span", "fill");
   private readonly memTxt = el("span", "bartxt");
-  private readonly util = el("td", "util");
-  private readonly temp = el("td", "temp");
-  private readonly fan = el("td", "fan");
-  private readonly power = el("td", "power");
+  private readonly util = el("span", "v");
+  private readonly temp = el("span", "v");
+  private readonly fan = el("span", "v");
+  private readonly power = el("span", "v");
   private readonly sparkTd = el("td", "spark");
   private readonly procList = el("ul", "proclist");
   private readonly gpuErr = el("p", "gpuerr");
@@ -184,12 +186,21 @@ class GpuView {
     this.tr.dataset.host = hostId;
     this.tr.dataset.gpu = String(index);
     this.tr.tabIndex = 0;
-    const stTd = el("td", "st");
-    stTd.append(this.state);
-    const memTd = el("td", "mem");
+    const cell = (c: string, ...kids: HTMLElement[]) => {
+      const td = el("td", c);
+      if (kids.length === 1 && kids[0].className === "v") td.append(kids[0]);
+      else {
+        const v = el("div", "v");
+        v.append(...kids);
+        td.append(v);
+      }
+      return td;
+    };
     this.memBar.append(this.memFill);
-    memTd.append(this.memBar, this.memTxt);
-    this.tr.append(this.idx, this.name, stTd, memTd, this.util, this.temp, this.fan, this.power, this.sparkTd);
+    this.tr.append(
+      cell("idx", this.idx), this.name, cell("st", this.state), cell("mem", this.memBar, this.memTxt),
+      cell("util", this.util), cell("temp", this.temp), cell("fan", this.fan), cell("power", this.power), this.sparkTd,
+    );
     const td = el("td");
     td.colSpan = 9;
     td.append(this.gpuErr, this.procList);
@@ -235,12 +246,24 @@ class GpuView {
     const key = g.procs.map(procLine).join("\n");
     if (key !== this.procKey) {
       this.procKey = key;
-      this.procList.replaceChildren(
+      const lis = this.procList.children as HTMLCollectionOf<HTMLLIElement>;
+      if (lis.length === g.procs.length) {
+        // The same processes, new figures (their running time moves every second): new text
+        // in the existing lines, no new elements.
+        g.procs.forEach((p, k) => {
+          const li = lis[k];
+          txt(li, procLine(p));
+          attr(li, "data-pid", String(p.pid));
+          attr(li, "data-user", p.username ?? "");
+          attr(li, "title", p.cmdline ?? "");
+        });
+      } else this.procList.replaceChildren(
         ...g.procs.map((p) => {
-          const li = el("li", "proc", procLine(p));
-          li.dataset.pid = String(p.pid);
-          if (p.username) li.dataset.user = p.username;
-          if (p.cmdline) li.title = p.cmdline;
+          const li = el("li", "proc");
+          txt(li, procLine(p));
+          attr(li, "data-pid", String(p.pid));
+          attr(li, "data-user", p.username ?? "");
+          attr(li, "title", p.cmdline ?? "");
           return li;
         }),
       );
