@@ -21,6 +21,8 @@ const NAIVE = params.get("naive") === "1";
 const BUDGET_MS = 2;
 /** Most views drawn per animation frame (a card, or a few table rows); the rest wait for the next frames. */
 const MAX_VIEWS_PER_FRAME = { cards: 1, table: 4 };
+/** Most GPU rows of a card drawn per animation frame: an 8-GPU card takes two frames. */
+const ROWS_PER_FRAME = 4;
 
 const token = params.get("token");
 if (token) {
@@ -108,6 +110,8 @@ const vis = {
 };
 
 let pending = false;
+/** The card whose drawing goes on in the next frame. */
+let partial: string | null = null;
 let reorder = true;
 let summaryDue = true;
 
@@ -219,7 +223,7 @@ function flush() {
 
 function draw(t0: number) {
   pending = false;
-  sparkFrame(NAIVE ? Infinity : 1);
+  sparkFrame(NAIVE ? Infinity : 1, NAIVE ? Infinity : ROWS_PER_FRAME);
   const now = Date.now();
   if (store.structure) {
     store.structure = false;
@@ -271,7 +275,9 @@ function draw(t0: number) {
   for (const id of store.dirty) {
     const r = store.hosts.get(id), v = views.get(id);
     if (!r || !v) continue;
-    if (v.drawn === r.version && !v.onScreen) continue;
+    // Once per report: a view left for a later frame is not recomputed on every frame.
+    if (v.factsFor === r.version || (v.drawn === r.version && !v.onScreen)) continue;
+    v.factsFor = r.version;
     const wasHost = v.m.host;
     const before = v.f ? sortKey(v) : NaN;
     v.f = facts(r, th);
@@ -287,11 +293,21 @@ function draw(t0: number) {
   stats.factsMs += t1 - t0;
   // Then drawing, within the frame budget; what is left goes to the next frame.
   let drawn = 0;
-  for (const id of store.dirty) {
+  // A card left half drawn in the last frame comes first.
+  const order = partial ? [partial, ...store.dirty] : store.dirty;
+  partial = null;
+  for (const id of order) {
     const r = store.hosts.get(id), v = views.get(id);
     store.dirty.delete(id);
     if (!r || !v || !v.m.host || !v.onScreen || v.drawn === r.version) continue;
     v.draw(r, f.view, th, now);
+    if (v.drawn !== r.version) {
+      // Part of a card: the rest in the next frame.
+      store.dirty.add(id);
+      partial = id;
+      drawn++;
+      break;
+    }
     // One visible view per frame: the browser's style, layout and paint of the frame then
     // cover one card, not a batch's worth (about 16 ms of rendering for 3–4 cards here).
     if (++drawn >= MAX_VIEWS_PER_FRAME[f.view] || performance.now() - t0 > BUDGET_MS) break;
@@ -394,7 +410,7 @@ function fromControls() {
   save(f);
   if (before !== f.view) setView();
   for (const id of store.hosts.keys()) store.dirty.add(id);
-  for (const v of views.values()) v.drawn = -1;
+  for (const v of views.values()) v.drawn = v.factsFor = -1;
   reorder = true;
   schedule();
 }

@@ -127,9 +127,13 @@ let sparkPlot: uPlot | null = null;
 /** Sparklines still allowed in this animation frame (each is about half a millisecond). */
 let sparkBudget = 0;
 
-/** Called once per animation frame: how many sparklines that frame may redraw. */
-export function sparkFrame(n: number) {
+/** GPU rows still allowed in this animation frame (each costs the browser layout and paint). */
+let rowBudget = Infinity;
+
+/** Called once per animation frame: how many sparklines and GPU rows that frame may redraw. */
+export function sparkFrame(n: number, rows = Infinity) {
   sparkBudget = n;
+  rowBudget = rows;
 }
 
 /**
@@ -300,6 +304,7 @@ export class HostView {
   m: Match = { host: true, gpus: null };
   onScreen = false;
   drawn = -1; // rec.version last drawn
+  factsFor = -1; // rec.version of `f` and `m`
   private built: View | null = null;
   private readonly gpus = new Map<number, GpuView>();
   // card parts
@@ -366,10 +371,14 @@ export class HostView {
   }
 
   /** Writes the host's state into the DOM of the current view. */
+  /** `drawn` becomes the record's version once every part is drawn (a card may take two frames). */
   draw(r: HostRec, view: View, th: Thresholds, now: number) {
-    this.drawn = r.version;
-    if (view === "cards") this.drawCard(r, th, now);
-    else this.drawRow(r, th, now);
+    if (view === "cards") {
+      if (this.drawCard(r, th, now)) this.drawn = r.version;
+    } else {
+      this.drawRow(r, th, now);
+      this.drawn = r.version;
+    }
   }
 
   refreshSeen(r: HostRec, view: View, now: number) {
@@ -383,7 +392,11 @@ export class HostView {
     return `last seen ${ago(Number(s.lastSeenMs), now)}`;
   }
 
-  private drawCard(r: HostRec, th: Thresholds, now: number) {
+  /** GPU rows still to draw (from the last frame's) before the card is complete. */
+  private nextGpu = 0;
+  private partOf = -1;
+
+  private drawCard(r: HostRec, th: Thresholds, now: number): boolean {
     const s = r.s, i = s.info, up = s.status === HostStatus.UP;
     cls(this.card, `host ${up ? "up" : "down"}`);
     txt(this.status, STATUS_LABEL[s.status] ?? "unknown");
@@ -433,8 +446,20 @@ export class HostView {
     show(this.err, err !== "");
     // GPUs: keyed by index; one that disappears stays, shown as lost.
     const seenIdx = new Set<number>();
-    for (const g of i?.gpus ?? []) {
+    const list = i?.gpus ?? [];
+    // Rows left from an older report: the whole card again, from this one.
+    if (this.partOf !== r.version) this.nextGpu = 0;
+    for (let k = 0; k < list.length; k++) {
+      const g = list[k];
       seenIdx.add(g.id);
+      if (k < this.nextGpu) continue; // drawn in the last frame
+      if (rowBudget <= 0) {
+        // This frame has drawn its share of rows: the rest in the next one.
+        this.nextGpu = k;
+        this.partOf = r.version;
+        return false;
+      }
+      rowBudget--;
       let gv = this.gpus.get(g.id);
       if (!gv) {
         gv = new GpuView(this.id, g.id);
@@ -447,8 +472,10 @@ export class HostView {
       if (!keep) show(gv.procsTr, false);
       if (keep && this.onScreen) gv.spark(r.rings.get(g.id), r.version);
     }
+    this.nextGpu = 0;
     for (const [idx, gv] of this.gpus) if (!seenIdx.has(idx)) gv.update(undefined, up, th);
     show(this.gpuWrap, this.gpus.size > 0);
+    return true;
   }
 
   private insertGpu(gv: GpuView) {
