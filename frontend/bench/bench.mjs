@@ -109,6 +109,7 @@ async function measure(hub, mode) {
     }
     const rows = await page.$$eval("tr.gpu", (r) => r.length);
     if (process.env.BENCH_BREAKDOWN) {
+      console.error("page stats (ms over the window):", JSON.stringify(Object.fromEntries(Object.keys(s1).map((k) => [k, +(k === "maxFlushMs" ? s1[k] : s1[k] - s0[k]).toFixed(1)]))));
       const main = tasks[0] ? `${tasks[0].pid}:${tasks[0].tid}` : "";
       const by = new Map();
       for (const e of events) {
@@ -122,6 +123,10 @@ async function measure(hub, mode) {
           if (e.ph !== "X" || `${e.pid}:${e.tid}` !== main || e === t || e.ts < t.ts || e.ts > t.ts + t.dur) continue;
           kids.set(e.name, (kids.get(e.name) ?? 0) + (e.tdur ?? e.dur ?? 0) / 1000);
         }
+        if (process.env.BENCH_BREAKDOWN === "2")
+          for (const e of events)
+            if (e.name === "Layout" && `${e.pid}:${e.tid}` === main && e.ts >= t.ts && e.ts <= t.ts + t.dur)
+              console.error("  Layout", ((e.tdur ?? e.dur) / 1000).toFixed(1), JSON.stringify(e.args?.beginData), JSON.stringify(e.args?.endData?.layoutRoots ?? e.args?.endData).slice(0, 300));
         console.error(`long task ${(t.tdur / 1000).toFixed(1)} ms:`, [...kids].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", "));
       }
     }

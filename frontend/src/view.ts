@@ -127,9 +127,13 @@ let sparkPlot: uPlot | null = null;
 /** Sparklines still allowed in this animation frame (each is about half a millisecond). */
 let sparkBudget = 0;
 
-/** Called once per animation frame: how many sparklines that frame may redraw. */
-export function sparkFrame(n: number) {
+/** GPU rows still allowed in this animation frame (each costs the browser layout and paint). */
+let rowBudget = Infinity;
+
+/** Called once per animation frame: how many sparklines and GPU rows that frame may redraw. */
+export function sparkFrame(n: number, rows = Infinity) {
   sparkBudget = n;
+  rowBudget = rows;
 }
 
 /**
@@ -161,16 +165,18 @@ function sparkline(data: uPlot.AlignedData): string {
 class GpuView {
   readonly tr = el("tr", "gpu");
   readonly procsTr = el("tr", "procs");
-  private readonly idx = el("td", "idx");
+  // Values that change every second sit in fixed-size boxes (`.v`, `contain: strict`): a new
+  // text re-lays out that box alone, not the table and the card around it.
+  private readonly idx = el("span", "v");
   private readonly name = el("td", "name");
   private readonly state = el("span", "state");
   private readonly memBar = el("span", "bar");
   private readonly memFill = el("span", "fill");
   private readonly memTxt = el("span", "bartxt");
-  private readonly util = el("td", "util");
-  private readonly temp = el("td", "temp");
-  private readonly fan = el("td", "fan");
-  private readonly power = el("td", "power");
+  private readonly util = el("span", "v");
+  private readonly temp = el("span", "v");
+  private readonly fan = el("span", "v");
+  private readonly power = el("span", "v");
   private readonly sparkTd = el("td", "spark");
   private readonly procList = el("ul", "proclist");
   private readonly gpuErr = el("p", "gpuerr");
@@ -184,12 +190,21 @@ class GpuView {
     this.tr.dataset.host = hostId;
     this.tr.dataset.gpu = String(index);
     this.tr.tabIndex = 0;
-    const stTd = el("td", "st");
-    stTd.append(this.state);
-    const memTd = el("td", "mem");
+    const cell = (c: string, ...kids: HTMLElement[]) => {
+      const td = el("td", c);
+      if (kids.length === 1 && kids[0].className === "v") td.append(kids[0]);
+      else {
+        const v = el("div", "v");
+        v.append(...kids);
+        td.append(v);
+      }
+      return td;
+    };
     this.memBar.append(this.memFill);
-    memTd.append(this.memBar, this.memTxt);
-    this.tr.append(this.idx, this.name, stTd, memTd, this.util, this.temp, this.fan, this.power, this.sparkTd);
+    this.tr.append(
+      cell("idx", this.idx), this.name, cell("st", this.state), cell("mem", this.memBar, this.memTxt),
+      cell("util", this.util), cell("temp", this.temp), cell("fan", this.fan), cell("power", this.power), this.sparkTd,
+    );
     const td = el("td");
     td.colSpan = 9;
     td.append(this.gpuErr, this.procList);
@@ -235,12 +250,24 @@ class GpuView {
     const key = g.procs.map(procLine).join("\n");
     if (key !== this.procKey) {
       this.procKey = key;
-      this.procList.replaceChildren(
+      const lis = this.procList.children as HTMLCollectionOf<HTMLLIElement>;
+      if (lis.length === g.procs.length) {
+        // The same processes, new figures (their running time moves every second): new text
+        // in the existing lines, no new elements.
+        g.procs.forEach((p, k) => {
+          const li = lis[k];
+          txt(li, procLine(p));
+          attr(li, "data-pid", String(p.pid));
+          attr(li, "data-user", p.username ?? "");
+          attr(li, "title", p.cmdline ?? "");
+        });
+      } else this.procList.replaceChildren(
         ...g.procs.map((p) => {
-          const li = el("li", "proc", procLine(p));
-          li.dataset.pid = String(p.pid);
-          if (p.username) li.dataset.user = p.username;
-          if (p.cmdline) li.title = p.cmdline;
+          const li = el("li", "proc");
+          txt(li, procLine(p));
+          attr(li, "data-pid", String(p.pid));
+          attr(li, "data-user", p.username ?? "");
+          attr(li, "title", p.cmdline ?? "");
           return li;
         }),
       );
@@ -277,6 +304,7 @@ export class HostView {
   m: Match = { host: true, gpus: null };
   onScreen = false;
   drawn = -1; // rec.version last drawn
+  factsFor = -1; // rec.version of `f` and `m`
   private built: View | null = null;
   private readonly gpus = new Map<number, GpuView>();
   // card parts
@@ -343,10 +371,14 @@ export class HostView {
   }
 
   /** Writes the host's state into the DOM of the current view. */
+  /** `drawn` becomes the record's version once every part is drawn (a card may take two frames). */
   draw(r: HostRec, view: View, th: Thresholds, now: number) {
-    this.drawn = r.version;
-    if (view === "cards") this.drawCard(r, th, now);
-    else this.drawRow(r, th, now);
+    if (view === "cards") {
+      if (this.drawCard(r, th, now)) this.drawn = r.version;
+    } else {
+      this.drawRow(r, th, now);
+      this.drawn = r.version;
+    }
   }
 
   refreshSeen(r: HostRec, view: View, now: number) {
@@ -360,7 +392,11 @@ export class HostView {
     return `last seen ${ago(Number(s.lastSeenMs), now)}`;
   }
 
-  private drawCard(r: HostRec, th: Thresholds, now: number) {
+  /** GPU rows still to draw (from the last frame's) before the card is complete. */
+  private nextGpu = 0;
+  private partOf = -1;
+
+  private drawCard(r: HostRec, th: Thresholds, now: number): boolean {
     const s = r.s, i = s.info, up = s.status === HostStatus.UP;
     cls(this.card, `host ${up ? "up" : "down"}`);
     txt(this.status, STATUS_LABEL[s.status] ?? "unknown");
@@ -410,8 +446,20 @@ export class HostView {
     show(this.err, err !== "");
     // GPUs: keyed by index; one that disappears stays, shown as lost.
     const seenIdx = new Set<number>();
-    for (const g of i?.gpus ?? []) {
+    const list = i?.gpus ?? [];
+    // Rows left from an older report: the whole card again, from this one.
+    if (this.partOf !== r.version) this.nextGpu = 0;
+    for (let k = 0; k < list.length; k++) {
+      const g = list[k];
       seenIdx.add(g.id);
+      if (k < this.nextGpu) continue; // drawn in the last frame
+      if (rowBudget <= 0) {
+        // This frame has drawn its share of rows: the rest in the next one.
+        this.nextGpu = k;
+        this.partOf = r.version;
+        return false;
+      }
+      rowBudget--;
       let gv = this.gpus.get(g.id);
       if (!gv) {
         gv = new GpuView(this.id, g.id);
@@ -424,8 +472,10 @@ export class HostView {
       if (!keep) show(gv.procsTr, false);
       if (keep && this.onScreen) gv.spark(r.rings.get(g.id), r.version);
     }
+    this.nextGpu = 0;
     for (const [idx, gv] of this.gpus) if (!seenIdx.has(idx)) gv.update(undefined, up, th);
     show(this.gpuWrap, this.gpus.size > 0);
+    return true;
   }
 
   private insertGpu(gv: GpuView) {
