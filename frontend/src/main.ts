@@ -492,11 +492,17 @@ if (NAIVE) {
   const worker = new Worker(new URL("./feed.worker.ts", import.meta.url), { type: "module" });
   worker.onmessage = (m: MessageEvent<ToPage>) => {
     const d = m.data;
-    if (d.kind === "events") {
+    if (d.kind === "bytes") {
       const t = performance.now();
-      for (const ev of d.events) store.apply(ev);
-      stats.applyMs += performance.now() - t;
-      stats.events += d.events.length;
+      for (const b of d.bufs) {
+        try {
+          store.applyBytes(new Uint8Array(b));
+        } catch (e) {
+          console.warn("undecodable live event", e);
+        }
+      }
+      stats.decodeMs += performance.now() - t;
+      stats.events += d.bufs.length;
       schedule();
     } else if (d.kind === "stats") {
       stats.workerDecodeMs = d.decodeMs;
