@@ -359,9 +359,10 @@ function summary() {
     }
   }
   const part = (k: string, text: string) => txt(s.querySelector(`[data-k="${k}"]`) as HTMLElement, text);
-  part("hosts", `${up} hosts up, ${down} down`);
+  part("hosts", `${up} host${up === 1 ? "" : "s"} up, ${down} down`);
   part("gpus", `${free} GPUs free, ${busy} busy, ${gpus} total`);
-  part("mem", `GPU memory ${bytes(mem)} / ${bytes(memT)} in use`);
+  // No GPU reported its memory (no GPUs, no driver): unavailable, not "0 B / 0 B".
+  part("mem", memT > 0 ? `GPU memory ${bytes(mem)} / ${bytes(memT)} in use` : "GPU memory n/a");
   part("users", `${users.size} active user${users.size === 1 ? "" : "s"}`);
   datalist("userlist", [...users].sort());
   // Host names change only with the set of hosts.
