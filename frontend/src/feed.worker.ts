@@ -1,40 +1,80 @@
-// The live feed, off the page's main thread: this worker holds the WebSocket to /api/live and
-// hands the page the LiveEvents (one per binary message) as raw bytes, transferred, in batches
-// at most every BATCH_MS. At 500 hosts × 1 frame/s that is a few messages a second to the main
-// thread instead of five hundred. The page decodes them (store.applyBytes): decoded messages
-// sent from here cost the page a structured clone of the same objects, and its minor GCs.
+// The live feed, off the page's main thread: this worker holds the WebSocket to /api/live,
+// decodes each LiveEvent (one per binary message) and keeps every host's latest state
+// (`Feed`). It hands the page, in batches at most every BATCH_MS, a `Brief` per host: the
+// figures the summary, sorting and filters need, the sparkline samples, and the event's raw
+// bytes, transferred (not copied), which the page decodes again only for the hosts it draws.
+// New filters come from the page and are applied here to every host.
+
+import { Feed, type Brief, type Selection, type Thresholds } from "./model";
 
 export type ToPage =
-  | { kind: "bytes"; bufs: ArrayBuffer[] }
+  | { kind: "briefs"; briefs: Brief[] }
   | { kind: "open" }
   | { kind: "closed"; retryInMs: number; everConnected: boolean }
   | { kind: "stats"; decodeMs: number; messages: number };
 
-const BATCH_MS = 250;
-const CHUNK = 16;
-const post = (m: ToPage) => (self as unknown as Worker).postMessage(m);
+export type ToWorker =
+  | { kind: "start"; url: string; sel: Selection; th: Thresholds }
+  | { kind: "filters"; sel: Selection; th: Thresholds };
 
+const BATCH_MS = 250;
+/** Briefs per message: the page reads each message in its own short task. */
+const CHUNK = 64;
+
+let feed: Feed | null = null;
 let url = "";
 let delay = 500;
 let everConnected = false;
-let queue: ArrayBuffer[] = [];
+/** Host id → its brief waiting for the next batch: a newer one replaces an older one. */
+let queue = new Map<string, Brief>();
 let timer: ReturnType<typeof setTimeout> | null = null;
 let decodeMs = 0;
 let messages = 0;
 
+function send(briefs: Brief[]) {
+  for (let i = 0; i < briefs.length; i += CHUNK) {
+    const part = briefs.slice(i, i + CHUNK);
+    const transfer: ArrayBuffer[] = [];
+    for (const b of part) {
+      if (b.kind !== "host") continue;
+      delete b.state; // the page has the bytes; a structured clone of this would cost it more
+      if (b.bytes) transfer.push(b.bytes);
+    }
+    (self as unknown as Worker).postMessage({ kind: "briefs", briefs: part } satisfies ToPage, transfer);
+  }
+}
+
 function flush() {
   timer = null;
-  // In small messages: the page reads each in its own short task, so a frame can be drawn
-  // between two of them instead of waiting behind one long one.
-  // Raw bytes, transferred (not copied): the page decodes them itself. A structured clone of
-  // decoded messages allocated the same objects on the page and more (the clone's own), and
-  // the page's minor GCs sat in its longest tasks.
-  for (let i = 0; i < queue.length; i += CHUNK) {
-    const bufs = queue.slice(i, i + CHUNK);
-    (self as unknown as Worker).postMessage({ kind: "bytes", bufs } satisfies ToPage, bufs);
-  }
-  queue = [];
+  send([...queue.values()]);
+  queue = new Map();
   post({ kind: "stats", decodeMs, messages });
+}
+
+function post(m: ToPage) {
+  (self as unknown as Worker).postMessage(m);
+}
+
+function enqueue(b: Brief) {
+  const old = queue.get(b.id);
+  // A host's older brief still waiting is replaced, but its event bytes and samples are kept
+  // when the newer one has none (a status change after a report in the same batch).
+  if (old?.kind === "host" && b.kind === "host") {
+    if (!b.bytes) b.bytes = old.bytes;
+    if (!b.samples) b.samples = old.samples;
+    else if (old.samples) b.samples = concatSamples(old.samples, b.samples);
+  }
+  queue.delete(b.id);
+  queue.set(b.id, b);
+  timer ??= setTimeout(flush, BATCH_MS);
+}
+
+/** Two reports' samples in one batch: both go to the sparkline. */
+function concatSamples(a: Float64Array, b: Float64Array): Float64Array {
+  const c = new Float64Array(a.length + b.length);
+  c.set(a);
+  c.set(b, a.length);
+  return c;
 }
 
 function connect() {
@@ -46,10 +86,17 @@ function connect() {
     post({ kind: "open" });
   };
   ws.onmessage = (m) => {
-    if (!(m.data instanceof ArrayBuffer)) return;
-    queue.push(m.data);
+    if (!(m.data instanceof ArrayBuffer) || !feed) return;
     messages++;
-    timer ??= setTimeout(flush, BATCH_MS);
+    const t = performance.now();
+    let b: Brief | null = null;
+    try {
+      b = feed.apply(m.data);
+    } catch (e) {
+      console.warn("undecodable live event", e);
+    }
+    decodeMs += performance.now() - t;
+    if (b) enqueue(b);
   };
   ws.onclose = () => {
     // Backoff with jitter: many pages must not knock on a restarted hub at the same instant.
@@ -60,8 +107,17 @@ function connect() {
   };
 }
 
-self.onmessage = (m: MessageEvent<{ url: string }>) => {
-  if (url) return;
-  url = m.data.url;
-  connect();
+self.onmessage = (m: MessageEvent<ToWorker>) => {
+  const d = m.data;
+  if (d.kind === "start") {
+    if (feed) return;
+    feed = new Feed(d.sel, d.th);
+    url = d.url;
+    connect();
+  } else if (feed) {
+    for (const b of feed.refilter(d.sel, d.th)) enqueue(b);
+    // Now, not at the next batch: the person who typed is waiting for it.
+    if (timer) clearTimeout(timer);
+    flush();
+  }
 };

@@ -1,15 +1,16 @@
-// The live page: one WebSocket to /api/live (each binary message one LiveEvent), a store of
-// host states, and keyed views updated in place once per animation frame.
+// The live page: a feed worker holds the WebSocket to /api/live and sends a brief of each
+// host (model.ts); the page keeps them in a store and updates keyed views in place, once per
+// animation frame, decoding a host's report only to draw it.
 
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
 import { HostStatus } from "./gen/gpu_pb";
 import { bytes } from "./fmt";
 import { load, save, type Filters } from "./filters";
-import { Store, type Thresholds } from "./model";
-import type { ToPage } from "./feed.worker";
+import { Feed, Store, type Selection, type Thresholds } from "./model";
+import type { ToPage, ToWorker } from "./feed.worker";
 import { installHistory } from "./history";
-import { facts, HostView, match, sparkFrame } from "./view";
+import { HostView, sparkFrame } from "./view";
 import { txt } from "./dom";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -31,7 +32,7 @@ if (token) {
 }
 
 const store = new Store();
-/** Time spent decoding and drawing, read by the benchmark (frontend/bench). */
+/** Time spent applying the feed (`decodeMs`) and drawing, read by the benchmark (frontend/bench). */
 const stats = { decodeMs: 0, workerDecodeMs: 0, events: 0, flushMs: 0, flushes: 0, maxFlushMs: 0, factsMs: 0, drawMs: 0, summaryMs: 0, applyMs: 0, sparks: 0 };
 (window as unknown as { __hmon: typeof stats }).__hmon = stats;
 const views = new Map<string, HostView>();
@@ -255,8 +256,8 @@ function draw(t0: number) {
     for (const [id, r] of store.hosts) {
       const v = new HostView(id);
       views.set(id, v);
-      v.f = facts(r, th);
-      v.m = match(r, f, th);
+      v.f = r.f;
+      v.m = r.m;
       v.onScreen = true;
       v.element(f.view);
       v.draw(r, f.view, th, now);
@@ -275,13 +276,13 @@ function draw(t0: number) {
   for (const id of store.dirty) {
     const r = store.hosts.get(id), v = views.get(id);
     if (!r || !v) continue;
-    // Once per report: a view left for a later frame is not recomputed on every frame.
-    if (v.factsFor === r.version || (v.drawn === r.version && !v.onScreen)) continue;
+    // The figures come with each brief (computed in the feed worker).
+    if (v.factsFor === r.version) continue;
     v.factsFor = r.version;
     const wasHost = v.m.host;
     const before = v.f ? sortKey(v) : NaN;
-    v.f = facts(r, th);
-    v.m = match(r, f, th);
+    v.f = r.f;
+    v.m = r.m;
     if (wasHost !== v.m.host || (f.sort !== "id" && before !== sortKey(v))) reorder = true;
     summaryDue = true;
   }
@@ -409,6 +410,8 @@ function fromControls() {
   };
   th = { memMiB: f.fmem, util: f.futil };
   save(f);
+  // Which hosts and GPUs the filters keep is worked out where the feed is decoded.
+  refilter(selection(f), th);
   if (before !== f.view) setView();
   for (const id of store.hosts.keys()) store.dirty.add(id);
   for (const v of views.values()) v.drawn = v.factsFor = -1;
@@ -439,7 +442,7 @@ for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromCo
 setInterval(() => {
   const now = Date.now();
   for (const [id, r] of store.hosts) {
-    if (r.s.status !== HostStatus.UP) views.get(id)?.refreshSeen(r, f.view, now);
+    if (r.status !== HostStatus.UP) views.get(id)?.refreshSeen(r, f.view, now);
   }
 }, 5000);
 
@@ -470,15 +473,26 @@ function opened() {
   document.body.classList.remove("offline");
 }
 
+function selection(x: Filters): Selection {
+  return { q: x.q, host: x.host, user: x.user, mine: x.mine, me: x.me, free: x.free };
+}
+
+let refilter: (sel: Selection, th: Thresholds) => void;
+
 if (NAIVE) {
   // The peer decodes on the main thread too, as a page without a worker would.
+  const feed = new Feed(selection(f), th);
+  refilter = (sel, th) => {
+    for (const b of feed.refilter(sel, th)) store.apply(b);
+  };
   const connect = (delay: number) => {
     const ws = new WebSocket(wsUrl);
     ws.binaryType = "arraybuffer";
     ws.onopen = opened;
     ws.onmessage = (m) => {
       const t = performance.now();
-      store.applyBytes(new Uint8Array(m.data as ArrayBuffer));
+      const b = feed.apply(m.data as ArrayBuffer);
+      if (b) store.apply(b);
       stats.decodeMs += performance.now() - t;
       stats.events++;
       schedule();
@@ -491,19 +505,15 @@ if (NAIVE) {
   connect(500);
 } else {
   const worker = new Worker(new URL("./feed.worker.ts", import.meta.url), { type: "module" });
+  const tell = (m: ToWorker) => worker.postMessage(m);
+  refilter = (sel, th) => tell({ kind: "filters", sel, th });
   worker.onmessage = (m: MessageEvent<ToPage>) => {
     const d = m.data;
-    if (d.kind === "bytes") {
+    if (d.kind === "briefs") {
       const t = performance.now();
-      for (const b of d.bufs) {
-        try {
-          store.applyBytes(new Uint8Array(b));
-        } catch (e) {
-          console.warn("undecodable live event", e);
-        }
-      }
+      for (const b of d.briefs) store.apply(b);
       stats.decodeMs += performance.now() - t;
-      stats.events += d.bufs.length;
+      stats.events += d.briefs.length;
       schedule();
     } else if (d.kind === "stats") {
       stats.workerDecodeMs = d.decodeMs;
@@ -514,5 +524,5 @@ if (NAIVE) {
     }
   };
   worker.onerror = (e) => console.error("live feed worker failed", e.message);
-  worker.postMessage({ url: wsUrl.href });
+  tell({ kind: "start", url: wsUrl.href, sel: selection(f), th });
 }

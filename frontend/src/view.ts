@@ -7,26 +7,10 @@ import uPlot from "uplot";
 import { ErrorKind, HostStatus, type GPUInfo, type HostInfo, type ProcInfo } from "./gen/gpu_pb";
 import { attr, bar, cls, el, show, txt } from "./dom";
 import { ago, bytes, duration, NA, num, pct } from "./fmt";
-import type { Filters, View } from "./filters";
-import { gpuState, STATE_LABEL, type GpuState, type HostRec, type Ring, type Thresholds } from "./model";
-
-/** Per-host figures for the summary, sorting and filtering; recomputed on each change. */
-export interface Facts {
-  up: boolean;
-  free: number;
-  busy: number;
-  gpus: number;
-  utilSum: number;
-  utilN: number;
-  memUsed: number;
-  memTotal: number;
-  users: Set<string>;
-}
-
-export interface Match {
-  host: boolean;
-  gpus: Set<number> | null; // null: every GPU
-}
+import type { View } from "./filters";
+import {
+  gpuState, stateOf, STATE_LABEL, type Facts, type GpuState, type HostRec, type Match, type Ring, type Thresholds,
+} from "./model";
 
 const STATUS_LABEL: Record<number, string> = {
   [HostStatus.UP]: "up",
@@ -34,65 +18,6 @@ const STATUS_LABEL: Record<number, string> = {
   [HostStatus.NEVER_SEEN]: "never seen",
   [HostStatus.UNSPECIFIED]: "unknown",
 };
-
-function lower(s: string | undefined) {
-  return (s ?? "").toLowerCase();
-}
-
-function hostText(r: HostRec): string {
-  const i = r.s.info;
-  return lower(`${r.s.id} ${i?.hostname ?? ""} ${r.s.addr} ${i?.ip ?? ""}`);
-}
-
-function gpuText(g: GPUInfo): string {
-  let s = lower(`${g.name} ${g.uuid} gpu${g.id}`);
-  for (const p of g.procs) s += ` ${lower(p.username)} ${lower(p.basename)} ${lower(p.container)}`;
-  return s;
-}
-
-/** Which of a host's GPUs the filters keep; `host: false` hides the whole host. */
-export function match(r: HostRec, f: Filters, th: Thresholds): Match {
-  const up = r.s.status === HostStatus.UP;
-  if (f.host) {
-    const id = lower(r.s.id), hn = lower(r.s.info?.hostname);
-    const wanted = f.host.toLowerCase().split(",").map((x) => x.trim()).filter(Boolean);
-    if (!wanted.some((w) => id.includes(w) || hn.includes(w))) return { host: false, gpus: null };
-  }
-  const users: string[] = [];
-  if (f.user) users.push(f.user);
-  if (f.mine && f.me) users.push(f.me);
-  const q = f.q.trim().toLowerCase();
-  const hostHit = q !== "" && hostText(r).includes(q);
-  if (!users.length && !f.free && (!q || hostHit)) return { host: true, gpus: null };
-  const keep = new Set<number>();
-  for (const g of r.s.info?.gpus ?? []) {
-    if (users.length && !users.every((u) => g.procs.some((p) => p.username === u))) continue;
-    if (f.free && gpuState(g, up, th) !== "free") continue;
-    if (q && !hostHit && !gpuText(g).includes(q)) continue;
-    keep.add(g.id);
-  }
-  return { host: keep.size > 0, gpus: keep };
-}
-
-export function facts(r: HostRec, th: Thresholds): Facts {
-  const up = r.s.status === HostStatus.UP;
-  const f: Facts = { up, free: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
-  for (const g of r.s.info?.gpus ?? []) {
-    f.gpus++;
-    const st = gpuState(g, up, th);
-    if (st === "free") f.free++;
-    else if (st === "busy" || st === "hot") f.busy++;
-    if (!up) continue;
-    if (g.utilization !== undefined) {
-      f.utilSum += g.utilization;
-      f.utilN++;
-    }
-    if (g.memUsed !== undefined) f.memUsed += Number(g.memUsed);
-    if (g.memTotal !== undefined) f.memTotal += Number(g.memTotal);
-    for (const p of g.procs) if (p.username) f.users.add(p.username);
-  }
-  return f;
-}
 
 const baseClass = new WeakMap<HTMLElement, string>();
 
@@ -386,10 +311,9 @@ export class HostView {
     txt(view === "cards" ? this.seen : this.rSeen, t);
   }
 
-  private seenText(r: HostRec, now: number): string {
-    const s = r.s;
-    if (s.status === HostStatus.UP) return view_uptime(s.info);
-    return `last seen ${ago(Number(s.lastSeenMs), now)}`;
+  private seenText(r: HostRec, now: number, info?: HostInfo): string {
+    if (r.status === HostStatus.UP) return view_uptime(info);
+    return `last seen ${ago(r.lastSeenMs, now)}`;
   }
 
   /** GPU rows still to draw (from the last frame's) before the card is complete. */
@@ -397,11 +321,13 @@ export class HostView {
   private partOf = -1;
 
   private drawCard(r: HostRec, th: Thresholds, now: number): boolean {
-    const s = r.s, i = s.info, up = s.status === HostStatus.UP;
+    const s = stateOf(r);
+    if (!s) return true;
+    const i = s.info, up = s.status === HostStatus.UP;
     cls(this.card, `host ${up ? "up" : "down"}`);
     txt(this.status, STATUS_LABEL[s.status] ?? "unknown");
     cls(this.status, `status st-${up ? "up" : "down"}`);
-    txt(this.seen, this.seenText(r, now));
+    txt(this.seen, this.seenText(r, now, i));
     txt(this.hostname, i?.hostname && i.hostname !== s.id ? i.hostname : "");
     const ips = [s.addr, i?.ip && i.ip !== s.addr ? `reports ${i.ip}` : ""].filter(Boolean).join(", ");
     txt(this.addr, ips);
@@ -487,7 +413,9 @@ export class HostView {
   }
 
   private drawRow(r: HostRec, th: Thresholds, now: number) {
-    const s = r.s, up = s.status === HostStatus.UP, f = this.f;
+    const s = stateOf(r);
+    if (!s) return;
+    const up = s.status === HostStatus.UP, f = this.f;
     cls(this.row, `hrow ${up ? "up" : "down"}`);
     txt(this.rStatus, STATUS_LABEL[s.status] ?? "unknown");
     txt(this.rAddr, s.addr);
@@ -512,7 +440,7 @@ export class HostView {
     txt(this.rUtil, f && f.utilN ? `${Math.round(f.utilSum / f.utilN)} %` : NA);
     txt(this.rMem, f && f.memTotal ? `${bytes(f.memUsed)} / ${bytes(f.memTotal)}` : NA);
     txt(this.rUsers, f ? [...f.users].sort().join(", ") : "");
-    txt(this.rSeen, this.seenText(r, now));
+    txt(this.rSeen, this.seenText(r, now, s.info));
   }
 
   destroy() {
