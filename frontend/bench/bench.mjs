@@ -120,6 +120,13 @@ async function measure(hub, mode) {
         by.set(e.name, (by.get(e.name) ?? 0) + (e.dur ?? 0) / 1000);
       }
       console.error([...by].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join("\n"));
+      if (process.env.BENCH_BREAKDOWN === "4")
+        for (const t of [...tasks].sort((a, b) => b.dur - a.dur).slice(0, 5)) {
+          console.error(`long task by wall ${(t.dur / 1000).toFixed(1)} ms (thread ${(t.tdur / 1000).toFixed(1)}):`);
+          for (const e of events)
+            if (e.ph === "X" && `${e.pid}:${e.tid}` === main && e !== t && e.ts >= t.ts && e.ts <= t.ts + t.dur && e.dur > 1000)
+              console.error(`   ${e.name} wall ${(e.dur / 1000).toFixed(1)} thread ${((e.tdur ?? 0) / 1000).toFixed(1)}`);
+        }
       for (const t of [...tasks].sort((a, b) => (b.tdur ?? b.dur) - (a.tdur ?? a.dur)).slice(0, 4)) {
         const kids = new Map();
         for (const e of events) {

@@ -1,10 +1,12 @@
-// The live feed, off the page's main thread: this worker holds the WebSocket to /api/live,
-// decodes each LiveEvent (one per binary message) and keeps every host's latest state
-// (`Feed`). It hands the page, in batches at most every BATCH_MS, a `Brief` per host: the
-// figures the summary, sorting and filters need, the sparkline samples, and the event's raw
-// bytes, transferred (not copied), which the page decodes again only for the hosts it draws.
-// New filters come from the page and are applied here to every host.
+// The live feed, off the page's main thread: this worker holds the WebSocket to
+// /api/live?batch=BATCH_MS (each message a LiveBatch of the events of up to BATCH_MS), decodes
+// each LiveEvent and keeps every host's latest state (`Feed`). After each message it hands the
+// page a `Brief` per host that changed: the figures the summary, sorting and filters need, the
+// sparkline samples, and the event's raw bytes, transferred (not copied), which the page
+// decodes again only for the hosts it draws. New filters come from the page and are applied
+// here to every host.
 
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Feed, type Brief, type Selection, type Thresholds } from "./model";
 
 export type ToPage =
@@ -17,6 +19,7 @@ export type ToWorker =
   | { kind: "start"; url: string; sel: Selection; th: Thresholds }
   | { kind: "filters"; sel: Selection; th: Thresholds };
 
+/** How long the hub gathers events into one message: the page's updates come at this pace. */
 const BATCH_MS = 250;
 /** Briefs per message: the page reads each message in its own short task. */
 const CHUNK = 64;
@@ -27,7 +30,6 @@ let delay = 500;
 let everConnected = false;
 /** Host id → its brief waiting for the next batch: a newer one replaces an older one. */
 let queue = new Map<string, Brief>();
-let timer: ReturnType<typeof setTimeout> | null = null;
 let decodeMs = 0;
 let messages = 0;
 
@@ -45,7 +47,6 @@ function send(briefs: Brief[]) {
 }
 
 function flush() {
-  timer = null;
   send([...queue.values()]);
   queue = new Map();
   post({ kind: "stats", decodeMs, messages });
@@ -66,7 +67,6 @@ function enqueue(b: Brief) {
   }
   queue.delete(b.id);
   queue.set(b.id, b);
-  timer ??= setTimeout(flush, BATCH_MS);
 }
 
 /** Two reports' samples in one batch: both go to the sparkline. */
@@ -78,7 +78,9 @@ function concatSamples(a: Float64Array, b: Float64Array): Float64Array {
 }
 
 function connect() {
-  const ws = new WebSocket(url);
+  const u = new URL(url);
+  u.searchParams.set("batch", String(BATCH_MS));
+  const ws = new WebSocket(u);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => {
     delay = 500;
@@ -89,14 +91,30 @@ function connect() {
     if (!(m.data instanceof ArrayBuffer) || !feed) return;
     messages++;
     const t = performance.now();
-    let b: Brief | null = null;
     try {
-      b = feed.apply(m.data);
+      // LiveBatch: field 1, each a LiveEvent's bytes as the hub encoded them.
+      const r = new BinaryReader(new Uint8Array(m.data));
+      while (r.pos < r.len) {
+        const [field, wt] = r.tag();
+        if (field !== 1 || wt !== WireType.LengthDelimited) {
+          r.skip(wt, field);
+          continue;
+        }
+        // A copy of its own: each host's bytes are handed to the page separately.
+        const ev = r.bytes().slice().buffer;
+        try {
+          const b = feed.apply(ev);
+          if (b) enqueue(b);
+        } catch (e) {
+          console.warn("undecodable live event", e);
+        }
+      }
     } catch (e) {
-      console.warn("undecodable live event", e);
+      console.warn("undecodable live batch", e);
     }
     decodeMs += performance.now() - t;
-    if (b) enqueue(b);
+    // The hub already gathered this message's events over BATCH_MS: on to the page now.
+    flush();
   };
   ws.onclose = () => {
     // Backoff with jitter: many pages must not knock on a restarted hub at the same instant.
@@ -116,8 +134,7 @@ self.onmessage = (m: MessageEvent<ToWorker>) => {
     connect();
   } else if (feed) {
     for (const b of feed.refilter(d.sel, d.th)) enqueue(b);
-    // Now, not at the next batch: the person who typed is waiting for it.
-    if (timer) clearTimeout(timer);
+    // Now, not with the next message: the person who typed is waiting for it.
     flush();
   }
 };

@@ -111,6 +111,20 @@ export function startAgent(hub, id, scenario, interval = "300ms") {
 }
 
 /**
+ * `n` simulated agents from `hmonitor-load` (4 GPUs and 8 processes each unless told: user k
+ * of alice, bchen, … hlopez runs process k and k + 8 …, process p on GPU p mod GPUs), each
+ * sending `rate` frames a second.
+ */
+export function startLoad(hub, n, { gpus = 4, procs = 8, rate = 2 } = {}) {
+  return new Proc(
+    bin("hmonitor-load"),
+    ["--hub", `ws://${hub.addr}`, "--token", AGENT_TOKEN, "--agents", String(n), "--gpus", String(gpus),
+     "--procs", String(procs), "--rate", String(rate), "--ramp", "1", "--warmup", "0", "--duration", "3600"],
+    cleanEnv({}),
+  );
+}
+
+/**
  * A real process named `name` (a copy of /bin/sleep), so that the agent finds its user and
  * name in /proc like a real GPU job's.
  */

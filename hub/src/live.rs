@@ -1,6 +1,12 @@
 //! `/api/live`: the browser feed. On connect a browser gets every host's latest frame, then each
 //! frame as it arrives and up/down events, as binary `LiveEvent` protobuf messages.
 //!
+//! `/api/live?batch=MS` sends the same events gathered over up to MS milliseconds in one
+//! `LiveBatch` message each. A page showing 500 hosts then gets a few messages a second
+//! instead of five hundred, and the browser's network stack and the page's feed worker
+//! handle a few messages instead of a message per host (about half the worker's CPU at 500
+//! hosts was per-message overhead).
+//!
 //! Every browser has its own task reading the hub's broadcast channel, so a slow browser only
 //! delays itself. One that falls more than the channel's capacity behind is resynchronised from
 //! the state map (latest frame per host wins); one that cannot take a frame within the write
@@ -10,11 +16,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
-use bytes::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use prost::encoding::{encode_key, encode_varint, WireType};
+use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
 
 use crate::App;
 
@@ -25,14 +35,47 @@ const BROWSER_MAX_MESSAGE: usize = 4 * 1024;
 /// write (about 200 KiB of 8-GPU reports) stays far inside the write deadline.
 const MAX_BATCH: usize = 64;
 
-pub async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+/// Longest time `?batch=` may gather events: beyond a second the page is no longer live.
+const MAX_LINGER: Duration = Duration::from_secs(1);
+
+/// Most events in one `LiveBatch` (500 hosts' reports in 250 ms are about 125): one message
+/// stays a few MiB at most, far inside the write deadline.
+const MAX_BATCH_EVENTS: usize = 1024;
+
+#[derive(Deserialize)]
+pub struct LiveParams {
+    /// Milliseconds over which to gather events into one `LiveBatch` message.
+    batch: Option<u64>,
+}
+
+pub async fn upgrade(
+    State(app): State<App>,
+    Query(params): Query<LiveParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let linger = match params.batch.map(Duration::from_millis) {
+        Some(d) if d > MAX_LINGER => {
+            let why = format!(
+                "batch={} ms: at most {} ms",
+                d.as_millis(),
+                MAX_LINGER.as_millis()
+            );
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+        other => other,
+    };
     ws.max_message_size(BROWSER_MAX_MESSAGE)
         // tungstenite zeroes its whole read buffer (128 KiB by default) on every read attempt,
         // and this task polls the browser's side after each frame it sends: with the default,
         // that memset was a third of the hub's CPU at 1,000 frames/s to 50 browsers. Browsers
         // send only control frames.
         .read_buffer_size(BROWSER_MAX_MESSAGE)
-        .on_upgrade(move |socket| feed(app, socket))
+        .on_upgrade(move |socket| async move {
+            match linger {
+                Some(linger) => feed_batched(app, socket, linger).await,
+                None => feed(app, socket).await,
+            }
+        })
 }
 
 async fn feed(app: App, socket: WebSocket) {
@@ -90,6 +133,94 @@ async fn feed(app: App, socket: WebSocket) {
     hub.stats.browsers_connected.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The `?batch=` feed: the same events as `feed`, in `LiveBatch` messages, one per `linger`
+/// at most (an event waits at most `linger` before it is sent).
+async fn feed_batched(app: App, socket: WebSocket, linger: Duration) {
+    let hub = app.hub.clone();
+    let deadline = app.cfg.browser_write_timeout;
+    hub.stats.browsers_connected.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let mut rx = hub.subscribe();
+    let reason = async {
+        send_batches(&mut sink, hub.frames(), deadline).await?;
+        let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
+        // When the oldest event waiting was received: the batch goes out `linger` after it.
+        let mut due: Option<Instant> = None;
+        loop {
+            let wait = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Ok(frame) => {
+                        batch.push(frame);
+                        due.get_or_insert_with(|| Instant::now() + linger);
+                        if batch.len() >= MAX_BATCH_EVENTS {
+                            due = None;
+                            send_batches(&mut sink, batch.drain(..), deadline).await?;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        // Fell behind the channel: what was waiting, then every host's
+                        // latest frame from the state map, as `feed` does.
+                        hub.stats.browser_lagged.fetch_add(1, Ordering::Relaxed);
+                        due = None;
+                        rx = rx.resubscribe();
+                        send_batches(&mut sink, batch.drain(..).chain(hub.frames()), deadline).await?;
+                    }
+                    Err(RecvError::Closed) => return Ok::<(), &'static str>(()),
+                },
+                () = wait => {
+                    due = None;
+                    send_batches(&mut sink, batch.drain(..), deadline).await?;
+                }
+                msg = stream.next() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+    .await;
+    if let Err(why) = reason {
+        hub.stats.browsers_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("browser dropped: {why}");
+    }
+    hub.stats.browsers_connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Writes `frames` (encoded `LiveEvent`s) as `LiveBatch` messages of `MAX_BATCH_EVENTS` at most.
+async fn send_batches<S>(
+    sink: &mut S,
+    frames: impl IntoIterator<Item = Bytes>,
+    deadline: Duration,
+) -> Result<(), &'static str>
+where
+    S: SinkExt<Message> + Unpin,
+{
+    let mut frames = frames.into_iter().peekable();
+    let mut messages = Vec::new();
+    while frames.peek().is_some() {
+        messages.push(live_batch(frames.by_ref().take(MAX_BATCH_EVENTS)));
+    }
+    send_all(sink, messages, deadline).await
+}
+
+/// A `LiveBatch` from encoded `LiveEvent`s: each is field 1, length-delimited, as it is.
+fn live_batch(frames: impl IntoIterator<Item = Bytes>) -> Bytes {
+    let mut out = BytesMut::new();
+    for f in frames {
+        out.reserve(f.len() + 11);
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(f.len() as u64, &mut out);
+        out.put_slice(&f);
+    }
+    out.freeze()
+}
+
 async fn send_all<S>(
     sink: &mut S,
     frames: impl IntoIterator<Item = Bytes>,
@@ -109,5 +240,25 @@ where
     match tokio::time::timeout(deadline, write).await {
         Ok(r) => r,
         Err(_) => Err("write deadline passed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmonitor_proto::{live_event, LiveBatch, LiveEvent};
+    use prost::Message as _;
+
+    #[test]
+    fn a_batch_decodes_to_the_same_events_in_order() {
+        let events: Vec<LiveEvent> = (0..300)
+            .map(|i| LiveEvent {
+                event: Some(live_event::Event::Removed(format!("host-{i}"))),
+                sent_ms: i,
+            })
+            .collect();
+        let bytes = live_batch(events.iter().map(|e| Bytes::from(e.encode_to_vec())));
+        let batch = LiveBatch::decode(bytes).expect("a LiveBatch");
+        assert_eq!(batch.events, events);
     }
 }

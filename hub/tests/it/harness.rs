@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hmonitor_proto::{live_event, HostState, HostStatus, LiveEvent};
+use hmonitor_proto::{live_event, HostState, HostStatus, LiveBatch, LiveEvent};
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -271,6 +271,32 @@ pub struct Seen {
     pub hosts: HashMap<String, HostState>,
     /// (host id, utilization of GPU 0, status, received at)
     pub events: Vec<(String, Option<i32>, i32, Instant)>,
+    /// WebSocket messages received (batched browsers only).
+    pub messages: usize,
+}
+
+impl Seen {
+    fn record(&mut self, ev: LiveEvent, now: Instant) {
+        match ev.event {
+            Some(live_event::Event::Host(h)) => {
+                let util = h
+                    .info
+                    .as_ref()
+                    .and_then(|i| i.gpus.first())
+                    .and_then(|g| g.utilization);
+                self.events.push((h.id.clone(), util, h.status, now));
+                self.hosts.insert(h.id.clone(), h);
+            }
+            Some(live_event::Event::Status(c)) => {
+                self.events.push((c.id.clone(), None, c.status, now));
+                if let Some(h) = self.hosts.get_mut(&c.id) {
+                    h.status = c.status;
+                    h.last_seen_ms = c.last_seen_ms;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 pub struct Browser {
@@ -280,6 +306,15 @@ pub struct Browser {
 
 impl Browser {
     pub async fn connect(url: &str) -> Self {
+        Self::open(url, false).await
+    }
+
+    /// A browser on `/api/live?batch=…`: each message a `LiveBatch`.
+    pub async fn connect_batched(url: &str) -> Self {
+        Self::open(url, true).await
+    }
+
+    async fn open(url: &str, batched: bool) -> Self {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("browser connect");
@@ -291,27 +326,18 @@ impl Browser {
                 let tokio_tungstenite::tungstenite::Message::Binary(b) = msg else {
                     continue;
                 };
-                let ev = LiveEvent::decode(b.as_ref()).expect("LiveEvent");
+                let events = if batched {
+                    let batch = LiveBatch::decode(b.as_ref()).expect("LiveBatch");
+                    let mut s = sink.lock().expect("seen");
+                    s.messages += 1;
+                    batch.events
+                } else {
+                    vec![LiveEvent::decode(b.as_ref()).expect("LiveEvent")]
+                };
                 let now = Instant::now();
                 let mut s = sink.lock().expect("seen");
-                match ev.event {
-                    Some(live_event::Event::Host(h)) => {
-                        let util = h
-                            .info
-                            .as_ref()
-                            .and_then(|i| i.gpus.first())
-                            .and_then(|g| g.utilization);
-                        s.events.push((h.id.clone(), util, h.status, now));
-                        s.hosts.insert(h.id.clone(), h);
-                    }
-                    Some(live_event::Event::Status(c)) => {
-                        s.events.push((c.id.clone(), None, c.status, now));
-                        if let Some(h) = s.hosts.get_mut(&c.id) {
-                            h.status = c.status;
-                            h.last_seen_ms = c.last_seen_ms;
-                        }
-                    }
-                    _ => {}
+                for ev in events {
+                    s.record(ev, now);
                 }
             }
         });

@@ -79,6 +79,78 @@ async fn three_agents_appear_and_a_scenario_change_reaches_the_browser_within_tw
     assert_eq!(hosts[1]["info"]["gpus"][0]["utilization"], 77);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_browser_sees_the_same_events_in_a_few_messages() {
+    let hub = Hub::start_with(HubOpts {
+        interval: "200ms",
+        ..Default::default()
+    });
+    let linger = Duration::from_millis(500);
+    let batched =
+        Browser::connect_batched(&format!("{}?batch={}", hub.live_url(), linger.as_millis())).await;
+    let plain = Browser::connect(&hub.live_url()).await;
+    let scenarios: Vec<Scenario> = (0..3)
+        .map(|i| Scenario::new(&one_gpu("NVIDIA H200", i)))
+        .collect();
+    let _agents: Vec<Proc> = (0..3)
+        .map(|i| agent(&format!("b{i}"), &hub.agent_url(), &scenarios[i], "200ms"))
+        .collect();
+    batched
+        .until(Duration::from_secs(15), "3 hosts up", |b| {
+            (0..3).all(|i| b.status(&format!("b{i}")) == Some(HostStatus::Up))
+        })
+        .await;
+    let start = Instant::now();
+    let before = batched.seen.lock().expect("seen").messages;
+    scenarios[2].write(&one_gpu("NVIDIA H200", 55));
+    let took = batched
+        .until(Duration::from_secs(5), "the new utilization", |b| {
+            b.util("b2") == Some(55)
+        })
+        .await;
+    // An event waits for its batch at most `linger`, then one interval of the agent.
+    assert!(
+        took <= linger + 2 * Duration::from_millis(200),
+        "change took {took:?}"
+    );
+    plain
+        .until(Duration::from_secs(2), "the plain browser too", |b| {
+            b.util("b2") == Some(55)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (messages, events) = {
+        let s = batched.seen.lock().expect("seen");
+        (s.messages - before, s.events.len())
+    };
+    let windows = (start.elapsed().as_millis() / linger.as_millis()) as usize;
+    // Three agents at 5 frames/s: about 7 events per batch, one message per `linger`.
+    assert!(
+        messages <= windows + 1,
+        "{messages} messages in {windows} windows"
+    );
+    assert!(
+        events > 4 * messages,
+        "{events} events in {messages} messages"
+    );
+    for i in 0..3 {
+        let id = format!("b{i}");
+        assert_eq!(batched.status(&id), plain.status(&id), "{id}");
+    }
+
+    // Longer than a second is refused, with the reason.
+    let refused = tokio_tungstenite::connect_async(format!("{}?batch=5000", hub.live_url())).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 400);
+            let body =
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("at most 1000 ms"), "{body}");
+        }
+        other => panic!("batch=5000 accepted: {:?}", other.map(|_| ())),
+    }
+}
+
 /// A plain HTTP GET of JSON that must answer 200 (the tests need nothing more).
 pub async fn reqwest_get(url: &str) -> serde_json::Value {
     let (status, json) = crate::history::get_json(url).await;
