@@ -6,8 +6,13 @@
 // for the page as built (in-place updates) and for its peer, `?naive=1` (every view rebuilt
 // on every animation frame), interleaved, several runs each; medians reported.
 //
-//   node bench/bench.mjs [--hosts 500] [--gpus 8] [--runs 3] [--seconds 10]
+//   node bench/bench.mjs [--hosts 500] [--gpus 8] [--runs 3] [--seconds 10] [--nice]
 // Needs release binaries (cargo build --release -p hmonitor-hub) and the built page.
+// --nice runs the hub and the load generator at the lowest CPU priority. Where the time goes:
+// BENCH_BREAKDOWN=1 (trace events of the longest tasks by thread time; 2: layout roots;
+// 3: paint and layout details; 4: the longest by wall time, with each phase's wall and thread
+// time); BENCH_PROFILE=1 (a JavaScript CPU profile of the window, self time per function;
+// build the page with `npx vite build --minify false` for readable names).
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
@@ -69,6 +74,13 @@ async function measure(hub, mode) {
     await until("every host on the page", async () =>
       (await page.textContent("#summary")).includes(`${HOSTS} hosts up`), 30000).catch(() => {});
     await page.waitForTimeout(2000); // settle: the first snapshot's burst is not steady state
+    let cdp = null;
+    if (process.env.BENCH_PROFILE) {
+      cdp = await page.context().newCDPSession(page);
+      await cdp.send("Profiler.enable");
+      await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+      await cdp.send("Profiler.start");
+    }
     await browser.startTracing(page, { categories: ["devtools.timeline", "disabled-by-default-devtools.timeline"] });
     const s0 = await page.evaluate(() => ({ ...window.__hmon }));
     const t0 = Date.now();
@@ -76,6 +88,19 @@ async function measure(hub, mode) {
     const wall = Date.now() - t0;
     const s1 = await page.evaluate(() => ({ ...window.__hmon }));
     const trace = JSON.parse((await browser.stopTracing()).toString());
+    if (cdp) {
+      const { profile } = await cdp.send("Profiler.stop");
+      const self = new Map();
+      const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+      const dt = profile.timeDeltas;
+      for (let i = 0; i < profile.samples.length; i++) {
+        const n = byId.get(profile.samples[i]);
+        const k = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.split("/").pop()}:${n.callFrame.lineNumber}`;
+        self.set(k, (self.get(k) ?? 0) + (dt[i] ?? 0) / 1000);
+      }
+      console.error([...self].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([k, v]) => `${v.toFixed(1)} ms ${k}`).join("\n"));
+    }
+
     const events = trace.traceEvents ?? trace;
     const mains = new Set(
       events.filter((e) => e.ph === "M" && e.name === "thread_name" && e.args?.name === "CrRendererMain").map((e) => `${e.pid}:${e.tid}`),

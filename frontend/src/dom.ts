@@ -13,12 +13,18 @@ export function el<K extends keyof HTMLElementTagNameMap>(
 
 const last = new WeakMap<Node, string>();
 
-/** Sets the text only when it differs from what this code last wrote (no DOM read). */
+/**
+ * Sets the text only when it differs from what this code last wrote (no DOM read). An
+ * element holding one text node gets that node's text changed, not a new node: the browser
+ * then re-lays out the text, where `textContent` would replace the node (and its layout
+ * object) on every update of a value that changes every second.
+ */
 export function txt(e: HTMLElement, v: string) {
-  if (last.get(e) !== v) {
-    last.set(e, v);
-    e.textContent = v;
-  }
+  if (last.get(e) === v) return;
+  last.set(e, v);
+  const t = e.firstChild;
+  if (t !== null && t === e.lastChild && t.nodeType === Node.TEXT_NODE && v !== "") (t as Text).data = v;
+  else e.textContent = v;
 }
 
 const lastAttr = new WeakMap<Element, Map<string, string>>();
