@@ -70,15 +70,22 @@ pub async fn upgrade(
         // that memset was a third of the hub's CPU at 1,000 frames/s to 50 browsers. Browsers
         // send only control frames.
         .read_buffer_size(BROWSER_MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            match linger {
-                Some(linger) => feed_batched(app, socket, linger).await,
-                None => feed(app, socket).await,
-            }
+        .on_upgrade(move |socket| {
+            let framing = linger.map_or(Framing::Each, Framing::Batched);
+            feed(app, socket, framing)
         })
 }
 
-async fn feed(app: App, socket: WebSocket) {
+/// How events go to one browser.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// A `LiveEvent` per message.
+    Each,
+    /// `LiveBatch` messages of the events of up to this long.
+    Batched(Duration),
+}
+
+async fn feed(app: App, socket: WebSocket, framing: Framing) {
     let hub = app.hub.clone();
     let deadline = app.cfg.browser_write_timeout;
     hub.stats.browsers_connected.fetch_add(1, Ordering::Relaxed);
@@ -86,9 +93,17 @@ async fn feed(app: App, socket: WebSocket) {
     // Subscribe before taking the snapshot, so nothing falls between the two.
     let mut rx = hub.subscribe();
     let reason = async {
-        send_all(&mut sink, hub.frames(), deadline).await?;
+        send(&mut sink, framing, hub.frames(), deadline).await?;
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Batched: when the events waiting go out (`linger` after the oldest of them came).
+        let mut due: Option<Instant> = None;
         loop {
+            let wait = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = rx.recv() => {
                     let mut lagged = false;
@@ -97,25 +112,41 @@ async fn feed(app: App, socket: WebSocket) {
                         Err(RecvError::Lagged(_)) => lagged = true,
                         Err(RecvError::Closed) => return Ok::<(), &'static str>(()),
                     }
-                    // Frames already queued go out with this one: one write (one syscall, one
-                    // deadline timer) per burst instead of one per frame. At 1,000 frames/s
-                    // to 50 browsers that is most of the fan-out's cost.
-                    while !lagged && batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(frame) => batch.push(frame),
-                            Err(TryRecvError::Lagged(_)) => lagged = true,
-                            // Empty; or Closed, which the next recv() reports.
-                            Err(_) => break,
+                    let now = match framing {
+                        Framing::Each => {
+                            // Frames already queued go out with this one: one write (one
+                            // syscall, one deadline timer) per burst instead of one per frame.
+                            // At 1,000 frames/s to 50 browsers that is most of the fan-out's cost.
+                            while !lagged && batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(frame) => batch.push(frame),
+                                    Err(TryRecvError::Lagged(_)) => lagged = true,
+                                    // Empty; or Closed, which the next recv() reports.
+                                    Err(_) => break,
+                                }
+                            }
+                            true
                         }
-                    }
-                    if !batch.is_empty() {
-                        send_all(&mut sink, batch.drain(..), deadline).await?;
-                    }
+                        Framing::Batched(linger) => {
+                            due.get_or_insert_with(|| Instant::now() + linger);
+                            batch.len() >= MAX_BATCH_EVENTS
+                        }
+                    };
                     if lagged {
+                        // Fell behind the channel: what was waiting, then every host's latest
+                        // frame from the state map.
                         hub.stats.browser_lagged.fetch_add(1, Ordering::Relaxed);
                         rx = rx.resubscribe();
-                        send_all(&mut sink, hub.frames(), deadline).await?;
+                        batch.extend(hub.frames());
                     }
+                    if (now || lagged) && !batch.is_empty() {
+                        due = None;
+                        send(&mut sink, framing, batch.drain(..), deadline).await?;
+                    }
+                }
+                () = wait => {
+                    due = None;
+                    send(&mut sink, framing, batch.drain(..), deadline).await?;
                 }
                 // The browser's side: only close (or an error) matters.
                 msg = stream.next() => match msg {
@@ -133,80 +164,28 @@ async fn feed(app: App, socket: WebSocket) {
     hub.stats.browsers_connected.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The `?batch=` feed: the same events as `feed`, in `LiveBatch` messages, one per `linger`
-/// at most (an event waits at most `linger` before it is sent).
-async fn feed_batched(app: App, socket: WebSocket, linger: Duration) {
-    let hub = app.hub.clone();
-    let deadline = app.cfg.browser_write_timeout;
-    hub.stats.browsers_connected.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
-    let mut rx = hub.subscribe();
-    let reason = async {
-        send_batches(&mut sink, hub.frames(), deadline).await?;
-        let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
-        // When the oldest event waiting was received: the batch goes out `linger` after it.
-        let mut due: Option<Instant> = None;
-        loop {
-            let wait = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                event = rx.recv() => match event {
-                    Ok(frame) => {
-                        batch.push(frame);
-                        due.get_or_insert_with(|| Instant::now() + linger);
-                        if batch.len() >= MAX_BATCH_EVENTS {
-                            due = None;
-                            send_batches(&mut sink, batch.drain(..), deadline).await?;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        // Fell behind the channel: what was waiting, then every host's
-                        // latest frame from the state map, as `feed` does.
-                        hub.stats.browser_lagged.fetch_add(1, Ordering::Relaxed);
-                        due = None;
-                        rx = rx.resubscribe();
-                        send_batches(&mut sink, batch.drain(..).chain(hub.frames()), deadline).await?;
-                    }
-                    Err(RecvError::Closed) => return Ok::<(), &'static str>(()),
-                },
-                () = wait => {
-                    due = None;
-                    send_batches(&mut sink, batch.drain(..), deadline).await?;
-                }
-                msg = stream.next() => match msg {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-    .await;
-    if let Err(why) = reason {
-        hub.stats.browsers_dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!("browser dropped: {why}");
-    }
-    hub.stats.browsers_connected.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Writes `frames` (encoded `LiveEvent`s) as `LiveBatch` messages of `MAX_BATCH_EVENTS` at most.
-async fn send_batches<S>(
+/// Writes `frames` (encoded `LiveEvent`s) to the browser as `framing` says.
+async fn send<S>(
     sink: &mut S,
+    framing: Framing,
     frames: impl IntoIterator<Item = Bytes>,
     deadline: Duration,
 ) -> Result<(), &'static str>
 where
     S: SinkExt<Message> + Unpin,
 {
-    let mut frames = frames.into_iter().peekable();
-    let mut messages = Vec::new();
-    while frames.peek().is_some() {
-        messages.push(live_batch(frames.by_ref().take(MAX_BATCH_EVENTS)));
+    match framing {
+        Framing::Each => send_all(sink, frames, deadline).await,
+        Framing::Batched(_) => {
+            // `LiveBatch` messages of MAX_BATCH_EVENTS at most (a snapshot of many hosts).
+            let mut frames = frames.into_iter().peekable();
+            let mut messages = Vec::new();
+            while frames.peek().is_some() {
+                messages.push(live_batch(frames.by_ref().take(MAX_BATCH_EVENTS)));
+            }
+            send_all(sink, messages, deadline).await
+        }
     }
-    send_all(sink, messages, deadline).await
 }
 
 /// A `LiveBatch` from encoded `LiveEvent`s: each is field 1, length-delimited, as it is.
