@@ -1,7 +1,8 @@
 // One view per host, keyed by host id: a card (cards view) or a row (compact table view),
 // built once and then updated in place, writing only what changed. Views off screen are not
-// touched until they scroll into view (an IntersectionObserver tells), which keeps the work per
-// frame bounded by what a person can see, not by the cluster's size.
+// touched (nor their host's report decoded) until they scroll into view (main.ts tracks which
+// are), which keeps the work per frame bounded by what a person can see, not by the cluster's
+// size.
 
 import uPlot from "uplot";
 import { ErrorKind, HostStatus, type GPUInfo, type HostInfo, type ProcInfo } from "./gen/gpu_pb";
