@@ -15,7 +15,7 @@
 // build the page with `npx vite build --minify false` for readable names).
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -239,4 +239,5 @@ try {
 } finally {
   for (const l of load) await l.kill();
   await hub.kill();
+  rmSync(data, { recursive: true, force: true });
 }

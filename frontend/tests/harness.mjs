@@ -2,7 +2,7 @@
 // processes on loopback, and Debian's Chromium driven by playwright-core.
 
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,6 +76,12 @@ export async function startHub({ listen = "127.0.0.1:0", interval = "300ms", ext
     ["--listen", listen, "--grpc-listen", "127.0.0.1:0", "--interval", interval, "--data-dir", data, ...extra],
     cleanEnv({ HMON_TOKEN: AGENT_TOKEN, HMON_VIEWER_TOKEN: VIEWER_TOKEN }),
   );
+  // Its data dir (history.sqlite) goes with it: test runs must not fill the disk.
+  const kill = p.kill.bind(p);
+  p.kill = async () => {
+    await kill();
+    rmSync(data, { recursive: true, force: true });
+  };
   const m = await p.ready(/hub listening on ([0-9.:]+)/);
   p.addr = m[1];
   p.url = (path = "/") => `http://${p.addr}${path}`;
