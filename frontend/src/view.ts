@@ -43,6 +43,15 @@ function procLine(p: ProcInfo): string {
   return parts.join(" · ");
 }
 
+/** A process line: its text, and the pid, user and command line as attributes. */
+function fillProc(li: HTMLLIElement, p: ProcInfo): HTMLLIElement {
+  txt(li, procLine(p));
+  attr(li, "data-pid", String(p.pid));
+  attr(li, "data-user", p.username ?? "");
+  attr(li, "title", p.cmdline ?? "");
+  return li;
+}
+
 function sparkColors(): [string, string] {
   const cs = getComputedStyle(document.documentElement);
   return [cs.getPropertyValue("--spark-util").trim() || "#2a7", cs.getPropertyValue("--spark-mem").trim() || "#48f"];
@@ -180,23 +189,8 @@ class GpuView {
       if (lis.length === g.procs.length) {
         // The same processes, new figures (their running time moves every second): new text
         // in the existing lines, no new elements.
-        g.procs.forEach((p, k) => {
-          const li = lis[k];
-          txt(li, procLine(p));
-          attr(li, "data-pid", String(p.pid));
-          attr(li, "data-user", p.username ?? "");
-          attr(li, "title", p.cmdline ?? "");
-        });
-      } else this.procList.replaceChildren(
-        ...g.procs.map((p) => {
-          const li = el("li", "proc");
-          txt(li, procLine(p));
-          attr(li, "data-pid", String(p.pid));
-          attr(li, "data-user", p.username ?? "");
-          attr(li, "title", p.cmdline ?? "");
-          return li;
-        }),
-      );
+        g.procs.forEach((p, k) => fillProc(lis[k], p));
+      } else this.procList.replaceChildren(...g.procs.map((p) => fillProc(el("li", "proc"), p)));
     }
     show(this.procsTr, g.procs.length > 0 || g.err !== "");
   }
