@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use hmonitor_agent::allow::{allowed_connections, Allowlist};
 use hmonitor_proto::host_monitor_server::{HostMonitor, HostMonitorServer};
 use hmonitor_proto::{HostInfo, HostStatus, RequestInfo};
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::history::grpc::HistoryFacade;
+use crate::limits::ConnCounter;
 use crate::state::Hub;
 use hmonitor_proto::history_server::HistoryServer;
 
@@ -88,10 +90,23 @@ pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     allow: Allowlist,
+    conns_per_addr: usize,
     viewer_token: Option<String>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // The allowlist first (a refused address is not counted), then each address's share.
+    let counter = ConnCounter::new(conns_per_addr, hub.clone());
+    let incoming = allowed_connections(listener, allow, "gRPC").filter_map(move |conn| {
+        let admitted = match conn {
+            Ok(stream) => match stream.peer_addr() {
+                Ok(peer) => counter.admit(stream, peer).map(Ok),
+                Err(_) => None, // gone already
+            },
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(admitted)
+    });
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
@@ -106,7 +121,7 @@ pub async fn serve(
             viewer_token.clone(),
         )))
         .add_service(HistoryServer::new(HistoryFacade::new(hub, viewer_token)))
-        .serve_with_incoming_shutdown(allowed_connections(listener, allow, "gRPC"), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
@@ -164,6 +179,7 @@ mod tests {
             listener,
             hub(),
             allow.parse().expect("allowlist"),
+            crate::limits::DEFAULT_CONNS_PER_ADDR,
             token.map(Into::into),
             None,
             async {

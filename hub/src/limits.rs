@@ -140,44 +140,26 @@ struct AddrCount {
 
 type Counts = Arc<Mutex<HashMap<IpAddr, AddrCount>>>;
 
-/// A TCP listener that closes, on accept, a connection from an address already holding
-/// `limit` connections. Nothing is read from such a connection, so it costs one accept.
-pub struct PerAddrListener {
-    inner: TcpListener,
+/// Counts each address's open connections and refuses one over `limit` (0: no limit).
+#[derive(Clone)]
+pub struct ConnCounter {
     limit: usize,
     counts: Counts,
     hub: Arc<Hub>,
 }
 
-impl PerAddrListener {
-    pub fn new(inner: TcpListener, limit: usize, hub: Arc<Hub>) -> Self {
+impl ConnCounter {
+    pub fn new(limit: usize, hub: Arc<Hub>) -> Self {
         Self {
-            inner,
             limit,
             counts: Arc::default(),
             hub,
         }
     }
 
-    /// Accepts the next connection within the limit.
-    pub async fn accept_limited(&mut self) -> (Counted, SocketAddr) {
-        loop {
-            let (stream, peer) = match self.inner.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            if let Some(stream) = self.admit(stream, peer) {
-                return (stream, peer);
-            }
-        }
-    }
-
-    fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Counted> {
+    /// The connection, counted against `peer` until dropped; None (and the connection
+    /// dropped, so closed) when `peer` already holds `limit`.
+    pub fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Counted> {
         if self.limit == 0 {
             return Some(Counted {
                 stream,
@@ -208,6 +190,40 @@ impl PerAddrListener {
             stream,
             release: Some((self.counts.clone(), ip)),
         })
+    }
+}
+
+/// A TCP listener that closes, on accept, a connection from an address already holding
+/// `limit` connections. Nothing is read from such a connection, so it costs one accept.
+pub struct PerAddrListener {
+    inner: TcpListener,
+    counter: ConnCounter,
+}
+
+impl PerAddrListener {
+    pub fn new(inner: TcpListener, limit: usize, hub: Arc<Hub>) -> Self {
+        Self {
+            inner,
+            counter: ConnCounter::new(limit, hub),
+        }
+    }
+
+    /// Accepts the next connection within the limit.
+    pub async fn accept_limited(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Some(stream) = self.counter.admit(stream, peer) {
+                return (stream, peer);
+            }
+        }
     }
 }
 
@@ -242,6 +258,15 @@ impl Drop for Counted {
                 }
             }
         }
+    }
+}
+
+/// For tonic (the gRPC listener): the peer's address, as for a plain `TcpStream`.
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
     }
 }
 

@@ -77,9 +77,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("gRPC listening on {}", listener.local_addr()?);
         let (hub, token, stop) = (hub.clone(), cfg.viewer_token.clone(), stop_rx.clone());
         let allow = cfg.viewer_allow.clone();
+        let conns = cfg.limits.conns_per_addr;
         let tls = cfg.tls.as_ref().map(|t| t.grpc_config()).transpose()?;
         tokio::spawn(async move {
-            if let Err(e) = grpc::serve(listener, hub, allow, token, tls, wait_for(stop)).await {
+            let serving = grpc::serve(listener, hub, allow, conns, token, tls, wait_for(stop));
+            if let Err(e) = serving.await {
                 tracing::error!("gRPC facade failed: {e}");
             }
         });

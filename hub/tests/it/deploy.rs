@@ -527,6 +527,23 @@ fn connections_per_address_are_capped_and_header_sizes_bounded() {
     eventually(Duration::from_secs(5), || {
         (!hub.proc.lines("(limit 3, --max-conns-per-addr)").is_empty()).then_some(())
     });
+    // The gRPC listener counts its own: three held, the fourth closed at accept. An admitted
+    // connection gets the server's HTTP/2 greeting (or its refusal of an HTTP/1 request);
+    // a refused one gets nothing.
+    let grpc = hub.grpc.expect("gRPC address");
+    let held_grpc: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(grpc).expect("connect"))
+        .collect();
+    let mut fourth = TcpStream::connect(grpc).expect("connect");
+    assert!(
+        closed_at_once(&mut fourth),
+        "a fourth gRPC connection was served"
+    );
+    drop(held_grpc);
+    eventually(Duration::from_secs(5), || {
+        let mut s = TcpStream::connect(grpc).expect("connect");
+        (!closed_at_once(&mut s)).then_some(())
+    });
     // Closing one makes room again.
     drop(held);
     let (head, body) = eventually(Duration::from_secs(5), || {
@@ -535,7 +552,7 @@ fn connections_per_address_are_capped_and_header_sizes_bounded() {
     });
     let health: serde_json::Value = serde_json::from_str(&body).expect(&head);
     assert!(
-        health["connections_refused"].as_u64() >= Some(1),
+        health["connections_refused"].as_u64() >= Some(2),
         "{health}"
     );
 
