@@ -33,7 +33,7 @@ if (token) {
 
 const store = new Store();
 /** Time spent applying the feed (`decodeMs`) and drawing, read by the benchmark (frontend/bench). */
-const stats = { decodeMs: 0, workerDecodeMs: 0, events: 0, flushMs: 0, flushes: 0, maxFlushMs: 0, factsMs: 0, drawMs: 0, summaryMs: 0, applyMs: 0, sparks: 0 };
+const stats = { decodeMs: 0, workerDecodeMs: 0, events: 0, flushMs: 0, flushes: 0, maxFlushMs: 0, factsMs: 0, drawMs: 0, summaryMs: 0 };
 (window as unknown as { __hmon: typeof stats }).__hmon = stats;
 const views = new Map<string, HostView>();
 let f: Filters = load();

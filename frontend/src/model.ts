@@ -256,7 +256,8 @@ export interface HostRec {
   version: number;
   /** The last LiveEvent of this host, decoded when drawn. */
   bytes: ArrayBuffer | null;
-  decoded: { from: ArrayBuffer | null; s: HostState } | null;
+  /** Its decoded form, and which bytes it came from (a new report makes it stale). */
+  decoded: { from: ArrayBuffer; s: HostState } | null;
 }
 
 /** The host's latest report, decoded on first use after each new one. */
