@@ -100,7 +100,7 @@ function sparkline(data: uPlot.AlignedData): string {
 class GpuView {
   readonly tr = el("tr", "gpu");
   readonly procsTr = el("tr", "procs");
-  // Values that change every second sit in fixed-size boxes (`.v`, `contain: strict`): a new
+  // Values that change every second sit in fixed-size boxes (`.v`, size and layout containment): a new
   // text re-lays out that box alone, not the table and the card around it.
   private readonly idx = el("span", "v");
   private readonly name = el("td", "name");
