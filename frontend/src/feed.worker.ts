@@ -1,10 +1,10 @@
 // The live feed, off the page's main thread: this worker holds the WebSocket to
-// /api/live?batch=BATCH_MS (each message a LiveBatch of the events of up to BATCH_MS), decodes
-// each LiveEvent and keeps every host's latest state (`Feed`). After each message it hands the
-// page a `Brief` per host that changed: the figures the summary, sorting and filters need, the
-// sparkline samples, and the event's raw bytes, transferred (not copied), which the page
-// decodes again only for the hosts it draws. New filters come from the page and are applied
-// here to every host.
+// /api/live?batch=BATCH_MS (each message a LiveBatch of the events of up to BATCH_MS), reads
+// what a brief needs of each LiveEvent (`digest.ts`) and keeps every host's latest (`Feed`).
+// After each message it hands the page a `Brief` per host that changed: the figures the
+// summary, sorting and filters need, the sparkline samples, and the event's raw bytes,
+// transferred (not copied), which the page decodes in full only for the hosts it draws. New
+// filters come from the page and are applied here to every host.
 
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Feed, type Brief, type Selection, type Thresholds } from "./model";
@@ -38,9 +38,7 @@ function send(briefs: Brief[]) {
     const part = briefs.slice(i, i + CHUNK);
     const transfer: ArrayBuffer[] = [];
     for (const b of part) {
-      if (b.kind !== "host") continue;
-      delete b.state; // the page has the bytes; a structured clone of this would cost it more
-      if (b.bytes) transfer.push(b.bytes);
+      if (b.kind === "host" && b.bytes) transfer.push(b.bytes);
     }
     (self as unknown as Worker).postMessage({ kind: "briefs", briefs: part } satisfies ToPage, transfer);
   }
