@@ -2,39 +2,24 @@
 // same bytes: every field it reads must come out as the generated decoder reads it, whatever
 // is present, absent, non-ASCII, long, unknown to it, or cut short.
 //
-// No browser: the TypeScript is bundled for Node with Vite's build API.
+// No browser: the TypeScript is bundled for Node (tests/bundle.mjs).
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
-import { build } from "vite";
+import { join } from "node:path";
+import { bundleForNode, src } from "./bundle.mjs";
 
-const src = resolve(import.meta.dirname, "../src");
-// Under node_modules (as Vite's own cache is), so that the bundle's imports resolve there.
-const out = resolve(import.meta.dirname, "../node_modules/.cache/hmon-digest-test");
-let m;
-
+let m, done;
 before(async () => {
-  mkdirSync(out, { recursive: true });
-  const entry = join(out, "entry.ts");
-  writeFileSync(
-    entry,
+  ({ m, done } = await bundleForNode(
+    "digest-test",
     `export { digest } from ${JSON.stringify(join(src, "digest.ts"))};
 export * from ${JSON.stringify(join(src, "gen/gpu_pb.ts"))};
 export { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 `,
-  );
-  await build({
-    configFile: false,
-    logLevel: "silent",
-    root: resolve(import.meta.dirname, ".."),
-    build: { outDir: join(out, "dist"), emptyOutDir: true, minify: false, lib: { entry, formats: ["es"], fileName: "digest" } },
-  });
-  m = await import(pathToFileURL(join(out, "dist/digest.js")).href);
+  ));
 });
-after(() => rmSync(out, { recursive: true, force: true }));
+after(() => done?.());
 
 /** A small deterministic generator (the same cases on every run). */
 function rng(seed) {
