@@ -73,6 +73,15 @@ impl Sleeper {
                 .spawn(),
         }
         .expect("spawn sleeper");
+        // Until setpriv has dropped to `user` and exec'd sleep, the pid is root's setpriv. An
+        // agent that reads it in that moment reports `root`, and keeps that for the process's
+        // life (the agent reads a process's facts once): wait for sleep itself.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read(&comm).is_ok_and(|b| b.starts_with(b"sleep")) {
+            assert!(Instant::now() < deadline, "the sleeper never became sleep");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Self(child)
     }
 
