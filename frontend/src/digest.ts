@@ -10,7 +10,7 @@
 // from what this reader expects stops the page at load with a message naming the field.
 // frontend/tests/digest.test.mjs checks the digest against `fromBinary` on the same bytes.
 
-import type { DescField, DescMessage } from "@bufbuild/protobuf";
+import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import {
   ErrorKind,
   GPUInfoSchema,
@@ -68,8 +68,13 @@ type Kind = "string" | "u64" | "i32" | "u32" | "enum" | "msg" | "msgs";
 function kindOf(f: DescField): Kind | null {
   switch (f.fieldKind) {
     case "scalar":
-      // ScalarType numbers: 9 string, 4 uint64, 5 int32, 13 uint32 (descriptor.proto).
-      return f.scalar === 9 ? "string" : f.scalar === 4 ? "u64" : f.scalar === 5 ? "i32" : f.scalar === 13 ? "u32" : null;
+      switch (f.scalar) {
+        case ScalarType.STRING: return "string";
+        case ScalarType.UINT64: return "u64";
+        case ScalarType.INT32: return "i32";
+        case ScalarType.UINT32: return "u32";
+        default: return null;
+      }
     case "enum":
       return "enum";
     case "message":
