@@ -4,6 +4,7 @@
 # /proc/PID/stat, after a 5 s warm-up), as a share of one core.
 #
 #   cargo build --release --workspace && agent/scripts/bench-steady.sh [SECONDS]
+# AGENT_BIN=path measures another build of the agent (a peer) on the same scenario.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-60}
@@ -14,7 +15,7 @@ trap cleanup EXIT
 for _ in $(seq 64); do sleep 600 & pids+=($!); done
 python3 agent/scripts/bench-scenario.py "$work/scenario.json" 8 "${pids[@]}"
 HMON_STUB_SCENARIO="$work/scenario.json" HMON_NVML_LIB="$PWD/target/release/libnvidia_ml.so" \
-  HMON_INTERVAL=1s GOHM_ADDR=127.0.0.1:0 target/release/hmonitor 2>"$work/log" &
+  HMON_INTERVAL=1s GOHM_ADDR=127.0.0.1:0 "${AGENT_BIN:-target/release/hmonitor}" 2>"$work/log" &
 agent=$!
 sleep 5
 ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }

@@ -90,9 +90,10 @@ pub struct ProcReader {
     ticks_per_s: Option<u64>,
     cmdline_max: Option<usize>,
     /// Facts of the processes seen in the last pass, keyed by pid, with the start time (in
-    /// ticks) that identifies the process: a GPU job lives for hours and its owner, name and
-    /// container do not change, so a later pass reads only /proc/PID/stat (one file instead of
-    /// four) and reuses the rest while the pid still names the same process.
+    /// ticks) that identifies the process: a GPU job lives for hours and its name and
+    /// container do not change, so a later pass reuses them while the pid still names the same
+    /// process and /proc/PID is still owned by the same user (one `stat` of the directory: a
+    /// launcher that drops to another user after the agent first saw it is read again).
     known: HashMap<u32, Known>,
     /// Whether `root` is the live /proc, where pidfds can stand in for re-reading.
     live_proc: bool,
@@ -103,6 +104,8 @@ pub struct ProcReader {
 struct Known {
     /// Start time in clock ticks since boot: with the pid, it names one process.
     start: u64,
+    /// Owner of /proc/PID (the process's effective uid) when `facts` were read.
+    owner: Option<u32>,
     facts: ProcFacts,
     /// A pidfd of the process (Linux 5.3+): it becomes readable when the process exits, so one
     /// `poll` over all of them tells which cached pids still name the same processes, without
@@ -181,7 +184,9 @@ impl ProcReader {
                     // Without one, compare start times (one read of /proc/PID/stat).
                     None => self.read_stat(pid).is_some_and(|s| s.starttime == k.start),
                 };
-                same.then_some(k)
+                // The same process under another user (setpriv, gosu, su: they change uid,
+                // then exec) is read again: its user, and likely its name, are new.
+                (same && self.owner(pid) == k.owner).then_some(k)
             });
             let facts = match reusable {
                 Some(mut k) => {
@@ -194,6 +199,8 @@ impl ProcReader {
                     // The pidfd is opened before /proc is read: if the process is still alive
                     // at the next pass, everything read now was read of that same process.
                     let pidfd = self.live_proc.then(|| open_pidfd(pid)).flatten();
+                    // Likewise the owner: a change after this is seen at the next pass.
+                    let owner = self.owner(pid);
                     let stat = self.read_stat(pid);
                     let start = stat.as_ref().map(|s| s.starttime);
                     let facts = self.read_with_stat(pid, stat, now);
@@ -201,6 +208,7 @@ impl ProcReader {
                     if let (Some(start), Some(_)) = (start, facts.uid) {
                         let k = Known {
                             start,
+                            owner,
                             facts: facts.clone(),
                             pidfd,
                         };
@@ -212,6 +220,14 @@ impl ProcReader {
             out.insert(pid, facts);
         }
         out
+    }
+
+    /// Owner uid of /proc/PID; `None` when the process is gone.
+    fn owner(&self, pid: u32) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.root.join(pid.to_string()))
+            .ok()
+            .map(|m| m.uid())
     }
 
     fn read_stat(&self, pid: u32) -> Option<ProcStat> {
@@ -818,6 +834,38 @@ mod tests {
         let gone = reader.read_all(&[pid], SystemTime::now())[&pid].clone();
         assert_eq!(gone, ProcFacts::default());
         assert!(reader.known.is_empty());
+    }
+
+    #[test]
+    fn a_process_that_changes_user_is_read_again() {
+        // Changing a directory's owner needs root (as in CI); elsewhere there is nothing to try.
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown the fake /proc/PID");
+            return;
+        }
+        let stat = "12 (setpriv) S 1 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 500 0 0\n";
+        let dir = fake_proc(
+            12,
+            &[
+                ("stat", stat.as_bytes()),
+                ("status", b"Name:\tsetpriv\nUid:\t0\t0\t0\t0\n"),
+            ],
+        );
+        let mut reader = ProcReader::with_root(dir.path(), None);
+        let first = reader.read_all(&[12], SystemTime::now())[&12].clone();
+        assert_eq!(first.uid, Some(0));
+        // The launcher drops to uid 65534 and execs: same pid, same start time.
+        let pdir = dir.path().join("12");
+        std::fs::write(
+            pdir.join("status"),
+            "Name:\tsleep\nUid:\t65534\t65534\t65534\t65534\n",
+        )
+        .expect("write status");
+        std::fs::write(pdir.join("stat"), stat.replace("setpriv", "sleep")).expect("write stat");
+        std::os::unix::fs::chown(&pdir, Some(65534), Some(65534)).expect("chown");
+        let later = reader.read_all(&[12], SystemTime::now())[&12].clone();
+        assert_eq!(later.uid, Some(65534), "the new owner, not the cached root");
+        assert_eq!(later.basename.as_deref(), Some("sleep"));
     }
 
     #[test]

@@ -74,8 +74,8 @@ impl Sleeper {
         }
         .expect("spawn sleeper");
         // Until setpriv has dropped to `user` and exec'd sleep, the pid is root's setpriv. An
-        // agent that reads it in that moment reports `root`, and keeps that for the process's
-        // life (the agent reads a process's facts once): wait for sleep itself.
+        // agent that reads it in that moment reports `root` for that frame (and reads it again
+        // once the owner changes): the stored history would then name root too. Wait for sleep.
         let comm = format!("/proc/{}/comm", child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::fs::read(&comm).is_ok_and(|b| b.starts_with(b"sleep")) {
