@@ -7,25 +7,32 @@
 // on every animation frame), interleaved, several runs each; medians reported.
 //
 //   node bench/bench.mjs [--hosts 500] [--gpus 8] [--runs 3] [--seconds 30] [--nice] [--driver cdp|pw]
+//                        [--feed live|replay]
 // Needs release binaries (cargo build --release -p hmonitor-hub) and the built page.
 // --nice runs the hub and the load generator at the lowest CPU priority, each in a scheduler
 // autogroup of its own. The browser is driven over the DevTools protocol with nothing but
 // tracing and evaluation enabled (`--driver pw`, or a mode such as `cards:pw`: through
 // Playwright, whose instrumentation costs the browser time; see `Cdp`).
+// --feed replay records the hub's feed first, stops the load generator and plays the feed back
+// to the page (bench/replay.mjs): the browser then has the machine to itself, as it would in a
+// lab where the hub and the agents run elsewhere.
 // Where the time goes: BENCH_PHASES=1 (the rendering phases per frame, and of the longest
 // tenth of the tasks); BENCH_BREAKDOWN=1 (trace events of the longest tasks by thread time;
 // 2: layout roots; 3: paint and layout details; 4: the longest by wall time, with each phase's
 // wall and thread time; 5: what other threads and processes ran during the longest tasks by
 // wall time); BENCH_PROFILE=1 (a JavaScript CPU profile of the window, self time per
-// function; build the page with `npx vite build --minify false` for readable names).
+// function; build the page with `npx vite build --minify false` for readable names);
+// BENCH_TRACE=FILE and BENCH_PROFILE_OUT=FILE (the last run's raw trace, for Perfetto, and
+// CPU profile).
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { parseArgs } from "node:util";
 import { CHROMIUM_ARGS, launch, Proc, repo, until } from "../tests/harness.mjs";
+import { record, serve } from "./replay.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -43,11 +50,18 @@ const { values: o } = parseArgs({
     // The hub and the load generator at the lowest CPU priority, as if they ran on other
     // machines (on this 2-core VM they otherwise take cores from the browser in mid-task).
     nice: { type: "boolean", default: false },
+    // "live": the page on the hub while the load generator runs. "replay": the hub's feed for
+    // the simulated hosts recorded first, then played back to the page with the simulation
+    // stopped, as on a browser machine that does not also run it (bench/replay.mjs).
+    feed: { type: "string", default: "live" },
     // A debug hub reads frontend/dist at run time (no rebuild after each page change).
     "hub-bin": { type: "string" },
   },
 });
 const HOSTS = Number(o.hosts), SECONDS = Number(o.seconds), RUNS = Number(o.runs);
+if (!["live", "replay"].includes(o.feed)) throw new Error(`--feed ${o.feed}: expected live or replay`);
+/** Longest wait for the page to show every host before the window starts (the naive peer may never). */
+const LOAD_MS = 30000;
 const rel = join(process.env.CARGO_TARGET_DIR ?? join(repo, "target"), "release");
 const TOKEN = "bench-token";
 
@@ -159,7 +173,7 @@ async function recordCdp(url) {
     const evaluate = async (expression) => (await cdp.send("Runtime.evaluate", { expression, returnByValue: true }, sessionId)).result.value;
     // The naive peer may never catch up with the feed: measure it anyway after 30 s.
     await until("every host on the page", async () =>
-      String(await evaluate("document.querySelector('#summary')?.textContent ?? ''")).includes(`${HOSTS} hosts up`), 30000).catch(() => {});
+      String(await evaluate("document.querySelector('#summary')?.textContent ?? ''")).includes(`${HOSTS} hosts up`), LOAD_MS).catch(() => {});
     await sleep(2000); // settle: the first snapshot's burst is not steady state
     if (process.env.BENCH_PROFILE) {
       await cdp.send("Profiler.enable", {}, sessionId);
@@ -182,13 +196,20 @@ async function recordCdp(url) {
       if (r.eof) break;
     }
     await cdp.send("IO.close", { handle: stream });
-    if (process.env.BENCH_PROFILE) printProfile((await cdp.send("Profiler.stop", {}, sessionId)).profile);
+    if (process.env.BENCH_PROFILE) {
+      const { profile } = await cdp.send("Profiler.stop", {}, sessionId);
+      printProfile(profile);
+      // The profile itself, for a look at the longest tasks only (its times match the trace's).
+      if (process.env.BENCH_PROFILE_OUT) writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(profile));
+    }
     const rows = await evaluate("document.querySelectorAll('tr.gpu').length");
     return { trace: JSON.parse(Buffer.concat(parts).toString("utf8")), s0, s1, wall, rows, errors };
   } finally {
     proc.kill("SIGKILL");
     await exited;
-    rmSync(dir, { recursive: true, force: true });
+    // Chromium's other processes may still be writing the profile for a moment after the
+    // browser's own exit: retry rather than fail the bench on ENOTEMPTY.
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
   }
 }
 
@@ -201,7 +222,7 @@ async function recordPlaywright(url) {
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(url);
     await until("every host on the page", async () =>
-      (await page.textContent("#summary")).includes(`${HOSTS} hosts up`), 30000).catch(() => {});
+      (await page.textContent("#summary")).includes(`${HOSTS} hosts up`), LOAD_MS).catch(() => {});
     await page.waitForTimeout(2000);
     let cdp = null;
     if (process.env.BENCH_PROFILE) {
@@ -225,11 +246,13 @@ async function recordPlaywright(url) {
   }
 }
 
-async function measure(hub, mode) {
+async function measure(server, mode) {
   // `cards` in the default driver; `cards:pw` through Playwright.
   const [name, driver = o.driver] = mode.split(":");
-  const { trace, s0, s1, wall, rows, errors } = await (driver === "pw" ? recordPlaywright : recordCdp)(hub.url(URLS[name]));
+  const { trace, s0, s1, wall, rows, errors } = await (driver === "pw" ? recordPlaywright : recordCdp)(server.url(URLS[name]));
   const events = trace.traceEvents ?? trace;
+  // BENCH_TRACE=FILE: the raw trace, for chrome://tracing or Perfetto (the last run's).
+  if (process.env.BENCH_TRACE) writeFileSync(process.env.BENCH_TRACE, JSON.stringify(trace));
   const mains = new Set(
     events.filter((e) => e.ph === "M" && e.name === "thread_name" && e.args?.name === "CrRendererMain").map((e) => `${e.pid}:${e.tid}`),
   );
@@ -390,6 +413,7 @@ const hub = new Proc(
   { ...process.env, HMON_TOKEN: TOKEN, HMON_LOG: "warn,hmonitor_hub=info" },
 );
 const load = [];
+let replay = null;
 try {
   hub.addr = (await hub.ready(/hub listening on ([0-9.:]+)/))[1];
   hub.url = (p) => `http://${hub.addr}${p}`;
@@ -403,10 +427,25 @@ try {
     const h = await (await fetch(hub.url("/healthz"))).json();
     return h.hosts_up >= HOSTS;
   }, 60000);
+  let server = hub;
+  if (o.feed === "replay") {
+    // Long enough for the page to load, settle and be measured, from each run's own start.
+    const seconds = LOAD_MS / 1000 + 2 + SECONDS + 10;
+    console.error(`recording ${seconds} s of the hub's feed…`);
+    // Both feeds, at the same time: batched (the page's worker) and one event per message
+    // (the naive peer, which has no worker).
+    const paths = ["/api/live?batch=250", "/api/live"];
+    const recs = await Promise.all(paths.map((p) => record(`ws://${hub.addr}${p}`, seconds)));
+    const mb = recs.flat().reduce((s, m) => s + m.data.length, 0) / 1e6;
+    console.error(`recorded ${recs.map((r) => r.length).join(" and ")} messages, ${mb.toFixed(0)} MB; load generator stopped`);
+    for (const l of load) await l.kill();
+    load.length = 0;
+    server = replay = await serve(hub.url("/"), Object.fromEntries(paths.map((p, k) => [p, recs[k]])), join(repo, "frontend/dist"));
+  }
   const results = [];
   for (let r = 0; r < RUNS; r++) {
     for (const mode of o.modes.split(",")) {
-      const m = await measure(hub, mode);
+      const m = await measure(server, mode);
       console.error(`run ${r + 1} ${mode}: busy ${(m.busy * 100).toFixed(1)} % (thread time ${(m.cpu * 100).toFixed(1)} %), p95 longest by thread time ${m.p95LongestCpu.toFixed(1)} ms, p95 longest ${m.p95Longest.toFixed(1)} ms, max ${m.maxTask.toFixed(1)} ms, ${m.tasks} tasks, ${m.gpuRowsInDom} GPU rows in DOM, decode ${(m.decodeShare * 100).toFixed(1)} % (worker ${(m.workerDecodeShare * 100).toFixed(1)} %), draw ${(m.drawShare * 100).toFixed(1)} %, ${m.eventsPerS.toFixed(0)} events/s`);
       results.push(m);
     }
@@ -428,8 +467,9 @@ try {
       page_errors: rs.reduce((s, x) => s + x.errors, 0),
     };
   }
-  console.log(JSON.stringify({ hosts: HOSTS, gpus: Number(o.gpus), seconds: SECONDS, bundle_gzip_bytes: bundleGzip(), chromium_args: CHROMIUM_ARGS.length, results: summary }, null, 2));
+  console.log(JSON.stringify({ hosts: HOSTS, gpus: Number(o.gpus), seconds: SECONDS, feed: o.feed, bundle_gzip_bytes: bundleGzip(), chromium_args: CHROMIUM_ARGS.length, results: summary }, null, 2));
 } finally {
+  await replay?.close();
   for (const l of load) await l.kill();
   await hub.kill();
   rmSync(data, { recursive: true, force: true });
