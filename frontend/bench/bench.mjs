@@ -90,6 +90,8 @@ const URLS = {
 
 /** Self time per function of a CPU profile, the 30 largest, printed (BENCH_PROFILE=1). */
 function printProfile(profile) {
+  // The profile itself, for a look at the longest tasks only (its times match the trace's).
+  if (process.env.BENCH_PROFILE_OUT) writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(profile));
   const self = new Map();
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const dt = profile.timeDeltas;
@@ -196,12 +198,7 @@ async function recordCdp(url) {
       if (r.eof) break;
     }
     await cdp.send("IO.close", { handle: stream });
-    if (process.env.BENCH_PROFILE) {
-      const { profile } = await cdp.send("Profiler.stop", {}, sessionId);
-      printProfile(profile);
-      // The profile itself, for a look at the longest tasks only (its times match the trace's).
-      if (process.env.BENCH_PROFILE_OUT) writeFileSync(process.env.BENCH_PROFILE_OUT, JSON.stringify(profile));
-    }
+    if (process.env.BENCH_PROFILE) printProfile((await cdp.send("Profiler.stop", {}, sessionId)).profile);
     const rows = await evaluate("document.querySelectorAll('tr.gpu').length");
     return { trace: JSON.parse(Buffer.concat(parts).toString("utf8")), s0, s1, wall, rows, errors };
   } finally {

@@ -55,9 +55,13 @@ export async function serve(hubUrl, recordings, dist) {
       return;
     }
     try {
-      const r = await fetch(new URL(req.url, hubUrl), { headers: { cookie: req.headers.cookie ?? "" } });
+      const r = await fetch(new URL(req.url, hubUrl), {
+        headers: { cookie: req.headers.cookie ?? "" },
+        signal: AbortSignal.timeout(10000),
+      });
+      // Not content-encoding: fetch has already decompressed the body.
       const headers = {};
-      for (const k of ["content-type", "cache-control", "content-encoding", "etag"]) {
+      for (const k of ["content-type", "cache-control", "etag"]) {
         const v = r.headers.get(k);
         if (v) headers[k] = v;
       }
@@ -80,10 +84,10 @@ export async function serve(hubUrl, recordings, dist) {
       let i = 0;
       const next = () => {
         timers.delete(timer);
+        if (ws.readyState !== WebSocket.OPEN) return; // the page went away
         // Every message due by now (a late timer sends what it owes at once, as TCP would).
         while (i < msgs.length && msgs[i].at <= performance.now() - t0) ws.send(msgs[i++].data, { binary: true });
         if (i >= msgs.length) return ws.close(1001, "end of the recording");
-        if (ws.readyState !== WebSocket.OPEN) return;
         timer = setTimeout(next, Math.max(0, msgs[i].at - (performance.now() - t0)));
         timers.add(timer);
       };
