@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::allow::Allowlist;
 use crate::push::{HubList, HubUrl};
-use crate::sampler::SamplerConfig;
-
-/// Longest command line reported with HMON_CMDLINE=1, in bytes: enough to tell jobs apart,
-/// bounded so one process cannot bloat every frame.
-pub const CMDLINE_MAX: usize = 512;
+use hmonitor_common::allow::Allowlist;
+use hmonitor_common::parse::{parse_bool, parse_duration};
+use hmonitor_common::run::systemd_state_dir;
+use hmonitor_sampler::{SamplerConfig, CMDLINE_MAX};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -124,39 +122,14 @@ impl Args {
         self.hub.clone().map(|l| l.0).unwrap_or_default()
     }
 
-    /// The state directory: `--state-dir`/HMON_STATE_DIR, else systemd's $STATE_DIRECTORY.
-    pub fn state_dir(&self) -> Option<PathBuf> {
+    /// The state directory: `--state-dir`/HMON_STATE_DIR, else systemd's `$STATE_DIRECTORY`
+    /// (`systemd`, which `main` reads: nothing below it reads the environment).
+    pub fn state_dir(&self, systemd: Option<OsString>) -> Option<PathBuf> {
         self.state_dir
             .clone()
             .filter(|d| !d.as_os_str().is_empty())
-            .or_else(|| systemd_state_dir(std::env::var_os("STATE_DIRECTORY")))
+            .or_else(|| systemd_state_dir(systemd))
     }
-}
-
-/// systemd's $STATE_DIRECTORY: a colon-separated list when the unit names several
-/// directories; the first one is the agent's.
-pub fn systemd_state_dir(value: Option<OsString>) -> Option<PathBuf> {
-    let value = value?;
-    let first = value.to_str().map_or_else(
-        || PathBuf::from(&value),
-        |s| PathBuf::from(s.split(':').next().unwrap_or_default()),
-    );
-    (!first.as_os_str().is_empty()).then_some(first)
-}
-
-/// "2s", "500ms", "1m"; a bare number is seconds (the seed's style of configuration).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let d = match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-        Ok(_) => return Err(format!("{s:?} is not a positive duration")),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("{s:?} is not a duration (e.g. 2s, 500ms): {e}"))?,
-    };
-    if d < Duration::from_millis(100) {
-        return Err(format!("{s:?} is too short: at least 100ms"));
-    }
-    Ok(d)
 }
 
 /// A backlog span: a duration, or 0 / off for none; at most a week (memory).
@@ -172,41 +145,32 @@ pub fn parse_backlog(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// 1/0, true/false, yes/no, on/off.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        other => Err(format!("{other:?} is not a yes/no value (use 1 or 0)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1ms").is_err());
+    /// Flags as given, with the environment ignored: the shell's `HMON_*` must not change what
+    /// a test sees.
+    fn parse<const N: usize>(argv: [&str; N]) -> Result<Args, clap::Error> {
+        let cmd = Args::command().mut_args(|a| a.env(None::<&str>));
+        cmd.try_get_matches_from(argv)
+            .and_then(|m| Args::from_arg_matches(&m))
     }
 
     #[test]
     fn flags_beat_defaults_and_cmdline_is_off_unless_asked() {
-        let a = Args::try_parse_from(["hmonitor", "--interval", "1s", "--cmdline"]).expect("parse");
+        let a = parse(["hmonitor", "--interval", "1s", "--cmdline"]).expect("parse");
         assert_eq!(a.interval, Duration::from_secs(1));
         assert!(a.cmdline);
         assert_eq!(a.sampler_config().stale_after, Duration::from_secs(3));
-        let b = Args::try_parse_from(["hmonitor"]).expect("parse");
-        assert!(!b.cmdline || std::env::var_os("HMON_CMDLINE").is_some());
+        let b = parse(["hmonitor"]).expect("parse");
+        assert!(!b.cmdline);
     }
 
     #[test]
     fn hubs_and_the_state_dir() {
-        let a = Args::try_parse_from([
+        let a = parse([
             "hmonitor",
             "--hub",
             "ws://a:1,wss://b",
@@ -216,22 +180,24 @@ mod tests {
         .expect("parse");
         let hubs: Vec<String> = a.hubs().iter().map(ToString::to_string).collect();
         assert_eq!(hubs, ["ws://a:1/api/agent", "wss://b/api/agent"]);
-        assert_eq!(a.state_dir(), Some(PathBuf::from("/var/lib/hmonitor")));
-        let err = Args::try_parse_from(["hmonitor", "--hub", "ws://a:1,http://b"])
+        assert_eq!(
+            a.state_dir(Some("/elsewhere".into())),
+            Some(PathBuf::from("/var/lib/hmonitor"))
+        );
+        let b = parse(["hmonitor"]).expect("parse");
+        assert_eq!(
+            b.state_dir(Some("/var/lib/hmonitor:/var/lib/other".into())),
+            Some(PathBuf::from("/var/lib/hmonitor"))
+        );
+        let err = parse(["hmonitor", "--hub", "ws://a:1,http://b"])
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("http://b"), "{err}");
-        assert_eq!(
-            systemd_state_dir(Some("/var/lib/hmonitor:/var/lib/other".into())),
-            Some(PathBuf::from("/var/lib/hmonitor"))
-        );
-        assert_eq!(systemd_state_dir(Some("".into())), None);
-        assert_eq!(systemd_state_dir(None), None);
     }
 
     #[test]
     fn a_bad_allowlist_is_refused_with_the_bad_part_named() {
-        let err = Args::try_parse_from(["hmonitor", "--allow", "10.0.0.0/8,nonsense"])
+        let err = parse(["hmonitor", "--allow", "10.0.0.0/8,nonsense"])
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("nonsense"), "{err}");

@@ -2,14 +2,10 @@
 //! their own, and serves the latest snapshot to readers (the pull API, the push client,
 //! `--once`).
 
-pub mod allow;
 pub mod backlog;
-pub mod cli;
-pub mod collect;
 pub mod config;
 pub mod pull;
 pub mod push;
 pub mod report;
-pub mod sampler;
 pub mod state_dir;
 pub mod tls;

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hmonitor_agent::allow::Allowlist;
-use hmonitor_agent::cli::{self, shutdown_signal};
 use hmonitor_agent::config::Args;
 use hmonitor_agent::pull::{self, PullService};
 use hmonitor_agent::push::{PushConfig, Pusher};
 use hmonitor_agent::report;
-use hmonitor_agent::sampler::Sampler;
 use hmonitor_agent::state_dir;
+use hmonitor_common::allow::Allowlist;
+use hmonitor_common::run::{self as cli, shutdown_signal};
+use hmonitor_sampler::sampler::Sampler;
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -38,13 +38,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    let state = args.state_dir(std::env::var_os("STATE_DIRECTORY"));
     let mut cfg = args.sampler_config();
     if cfg.id.is_none() {
-        if let Some(dir) = args.state_dir() {
+        if let Some(dir) = &state {
             let hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let id = state_dir::host_id(&dir, &hostname)
+            let id = state_dir::host_id(dir, &hostname)
                 .context("cannot use the state directory (HMON_STATE_DIR)")?;
             cfg.id = Some(id);
         }
@@ -64,7 +65,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             first_sample_within: stale_after.max(Duration::from_secs(1)),
             tls: args.tls.client(),
             backlog: args.backlog,
-            backlog_dir: args.state_dir(),
+            backlog_dir: state.clone(),
         };
         Some(Pusher::new(push).context("cannot push to the hub (HMON_HUB)")?)
     };

@@ -8,24 +8,25 @@ use std::time::Duration;
 
 use hmonitor_proto::host_monitor_server::{HostMonitor, HostMonitorServer};
 use hmonitor_proto::{HostInfo, RequestInfo};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::allow::{allowed_connections, Allowlist};
-use crate::sampler::Sampler;
+use hmonitor_common::allow::{allowed_connections, Allowlist};
+use hmonitor_common::auth::TokenGate;
+use hmonitor_sampler::sampler::Sampler;
 
 /// The gRPC service: answers from the sampler's latest snapshot, never from NVML directly.
 pub struct PullService {
     sampler: Sampler,
-    token: Option<String>,
+    /// The seed's callers send the token in `RequestInfo.token`.
+    token: TokenGate,
 }
 
 impl PullService {
     pub fn new(sampler: Sampler, token: Option<String>) -> Self {
         Self {
             sampler,
-            token: token.filter(|t| !t.is_empty()),
+            token: TokenGate::new(token),
         }
     }
 }
@@ -33,11 +34,8 @@ impl PullService {
 #[tonic::async_trait]
 impl HostMonitor for PullService {
     async fn get_info(&self, req: Request<RequestInfo>) -> Result<Response<HostInfo>, Status> {
-        if let Some(expected) = &self.token {
-            let given = req.get_ref().token.as_bytes();
-            if !bool::from(given.ct_eq(expected.as_bytes())) {
-                return Err(Status::unauthenticated("token missing or wrong"));
-            }
+        if !self.token.allows(Some(&req.get_ref().token)) {
+            return Err(Status::unauthenticated("token missing or wrong"));
         }
         Ok(Response::new(self.sampler.report()))
     }

@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::backlog::{self, Backlog, Entry};
-use crate::sampler::Sampler;
+use hmonitor_sampler::sampler::Sampler;
 
 /// The hub's endpoint for agents, used when a hub URL names no path.
 pub const DEFAULT_PATH: &str = "/api/agent";

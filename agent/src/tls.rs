@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::parse_bool;
+use hmonitor_common::parse::parse_bool;
 
 /// The warning logged at start and before every connection when verification is off.
 pub const INSECURE_WARNING: &str = "HMON_INSECURE_SKIP_VERIFY is set: the hub's TLS certificate \

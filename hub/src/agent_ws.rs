@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hmonitor_common::auth;
 use hmonitor_proto::{
     agent_message, hub_message, Accepted, Ack, AgentHello, AgentMessage, HostSource, HubMessage,
     PushProtocol, Refused,
 };
 use prost::Message as _;
-use subtle::ConstantTimeEq;
 
 use crate::history;
 use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
@@ -52,25 +52,18 @@ impl AgentAuth {
     /// Which credential `Authorization: Bearer <token>` presents, if any. Every token is
     /// compared in constant time, and all of them are compared, so timing tells nothing.
     pub fn check(&self, headers: &HeaderMap) -> Option<Credential> {
-        let given = headers
-            .get(header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .trim()
-            .as_bytes();
-        let mut found = None;
-        for (id, token) in &self.hosts {
-            if bool::from(given.ct_eq(token.as_bytes())) && found.is_none() {
-                found = Some(Credential::Host(id.clone()));
-            }
-        }
-        if let Some(enroll) = &self.enrollment {
-            if bool::from(given.ct_eq(enroll.as_bytes())) && found.is_none() {
-                found = Some(Credential::Enrollment);
-            }
-        }
-        found
+        let given = auth::bearer_header(headers)?.as_bytes();
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(id, token)| (id.as_str(), token.as_str()));
+        let host = auth::find_token(given, hosts).map(|id| Credential::Host(id.to_owned()));
+        // Compared even when a host token matched, so timing does not tell which kind it was.
+        let enrolled = self
+            .enrollment
+            .as_deref()
+            .is_some_and(|e| auth::token_matches(given, e.as_bytes()));
+        host.or(enrolled.then_some(Credential::Enrollment))
     }
 }
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hmonitor_agent::allow::{allowed_connections, Allowlist};
+use hmonitor_common::allow::{allowed_connections, Allowlist};
+use hmonitor_common::auth::TokenGate;
 use hmonitor_proto::host_monitor_server::{HostMonitor, HostMonitorServer};
 use hmonitor_proto::{HostInfo, HostStatus, RequestInfo};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -25,7 +25,7 @@ use hmonitor_proto::history_server::HistoryServer;
 /// `HostMonitor` answered from the hub's state map.
 pub struct Facade {
     hub: Arc<Hub>,
-    viewer_token: Option<String>,
+    viewers: TokenGate,
 }
 
 impl Facade {
@@ -33,19 +33,17 @@ impl Facade {
     pub fn new(hub: Arc<Hub>, viewer_token: Option<String>) -> Self {
         Self {
             hub,
-            viewer_token: viewer_token.filter(|t| !t.is_empty()),
+            viewers: TokenGate::new(viewer_token),
         }
     }
 
     /// The latest report of host `id`, as GetInfo answers it.
     pub fn info(&self, token: &str, id: &str) -> Result<HostInfo, Status> {
-        if let Some(expected) = &self.viewer_token {
-            // Constant time: the comparison must not tell a caller how much of a guess was right.
-            if !bool::from(token.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(Status::unauthenticated(
-                    "viewer token missing or wrong (send it in RequestInfo.token)",
-                ));
-            }
+        // The seed's callers send the token in RequestInfo.token.
+        if !self.viewers.allows(Some(token)) {
+            return Err(Status::unauthenticated(
+                "viewer token missing or wrong (send it in RequestInfo.token)",
+            ));
         }
         if id.is_empty() {
             return Err(Status::invalid_argument(

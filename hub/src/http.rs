@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use subtle::ConstantTimeEq;
 
 use crate::{agent_ws, assets, history, live, App};
 
@@ -34,32 +33,6 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The token a viewer presents: `Authorization: Bearer`, `?token=`, or the `hmon_token` cookie
-/// (what a browser can send on a WebSocket upgrade).
-fn viewer_token(req: &Request) -> Option<String> {
-    let headers = req.headers();
-    if let Some(b) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(b.trim().to_owned());
-    }
-    if let Some(q) = req.uri().query() {
-        for pair in q.split('&') {
-            if let Some(v) = pair.strip_prefix("token=") {
-                return Some(v.to_owned());
-            }
-        }
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("hmon_token=").map(str::to_owned))
-}
-
 async fn viewer_gate(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -69,16 +42,14 @@ async fn viewer_gate(
     if !app.cfg.viewer_allow.allows(peer.ip()) {
         return (StatusCode::FORBIDDEN, "not in the viewer allowlist\n").into_response();
     }
-    if let Some(expected) = &app.cfg.viewer_token {
-        let ok = viewer_token(&req)
-            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())));
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "viewer token missing or wrong (Authorization: Bearer, ?token= or hmon_token cookie)\n",
-            )
-                .into_response();
-        }
+    // Bearer, `?token=` or the `hmon_token` cookie (what a browser can send on a WebSocket
+    // upgrade), percent-decoded and compared in constant time by the one auth module.
+    if !app.viewers.allows_request(req.headers(), req.uri().query()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "viewer token missing or wrong (Authorization: Bearer, ?token= or hmon_token cookie)\n",
+        )
+            .into_response();
     }
     next.run(req).await
 }

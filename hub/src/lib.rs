@@ -4,6 +4,7 @@
 pub mod agent_ws;
 pub mod assets;
 pub mod config;
+pub mod enrollment;
 pub mod grpc;
 pub mod history;
 pub mod http;
@@ -23,4 +24,6 @@ pub struct App {
     pub hub: Arc<state::Hub>,
     pub cfg: Arc<config::HubConfig>,
     pub auth: Arc<agent_ws::AgentAuth>,
+    /// What viewers (page, API, live WebSocket) must present.
+    pub viewers: hmonitor_common::auth::TokenGate,
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use hmonitor_agent::sampler::{Sampler, SamplerConfig};
 use hmonitor_proto::HostSource;
+use hmonitor_sampler::{Sampler, SamplerConfig};
 
 use crate::state::{Credential, Hub};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::Parser;
-use hmonitor_agent::cli::{self, shutdown_signal};
+use hmonitor_common::run::{self as cli, shutdown_signal};
 use hmonitor_hub::agent_ws::AgentAuth;
 use hmonitor_hub::config::{self, Args};
 use hmonitor_hub::history::History;
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     raise_fd_limit();
-    let (cfg, generated) = config::load(&args)?;
+    let (cfg, generated) = config::load(&args, std::env::var_os("STATE_DIRECTORY"))?;
     hmonitor_hub::tls::init_pull_ca(args.deploy.pull_ca.as_deref())?;
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
@@ -87,13 +87,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    if cfg.local_agent {
-        // The local agent reads the agent's own environment (HMON_NVML_LIB, HMON_ID, …).
-        let agent = hmonitor_agent::config::Args::try_parse_from(["hmonitor"])
-            .context("local agent settings")?;
-        let mut sampler = agent.sampler_config();
-        sampler.interval = cfg.interval;
-        sampler.stale_after = cfg.interval * 3;
+    if cfg.local_agent.enabled {
+        let sampler = cfg.local_agent.sampler_config(cfg.interval);
         let id = local::spawn(hub.clone(), sampler).context("cannot start the local agent")?;
         tracing::info!("local agent reporting as {id}");
     }
@@ -117,7 +112,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let listener = PerAddrListener::new(listener, cfg.limits.conns_per_addr, hub.clone());
     let tls = cfg.tls.as_ref().map(|t| t.server_config()).transpose()?;
-    let app = App { hub, cfg, auth };
+    let viewers = hmonitor_common::auth::TokenGate::new(cfg.viewer_token.clone());
+    let app = App {
+        hub,
+        cfg,
+        auth,
+        viewers,
+    };
     let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
     // tap_io: axum's ConnectInfo<SocketAddr> is implemented for tapped listeners of any kind.
     match tls {

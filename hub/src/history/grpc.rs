@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hmonitor_common::auth::{self, TokenGate};
 use hmonitor_proto::history_server::History as HistoryService;
 use hmonitor_proto::{unix_ms, HistReq, HistResp};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
 use super::query::{self, QueryError};
@@ -22,14 +22,14 @@ use crate::state::Hub;
 
 pub struct HistoryFacade {
     hub: Arc<Hub>,
-    viewer_token: Option<String>,
+    viewers: TokenGate,
 }
 
 impl HistoryFacade {
     pub fn new(hub: Arc<Hub>, viewer_token: Option<String>) -> Self {
         Self {
             hub,
-            viewer_token: viewer_token.filter(|t| !t.is_empty()),
+            viewers: TokenGate::new(viewer_token),
         }
     }
 }
@@ -45,18 +45,15 @@ fn status(e: QueryError) -> Status {
 #[tonic::async_trait]
 impl HistoryService for HistoryFacade {
     async fn get_history(&self, req: Request<HistReq>) -> Result<Response<HistResp>, Status> {
-        if let Some(expected) = &self.viewer_token {
-            let given = req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if !bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(Status::unauthenticated(
-                    "viewer token missing or wrong (send metadata authorization: Bearer <token>)",
-                ));
-            }
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer);
+        if !self.viewers.allows(given) {
+            return Err(Status::unauthenticated(
+                "viewer token missing or wrong (send metadata authorization: Bearer <token>)",
+            ));
         }
         let Some(history) = self.hub.history().cloned() else {
             return Err(Status::unavailable("this hub keeps no history"));

@@ -44,6 +44,7 @@ fn start_hub(rt: &tokio::runtime::Runtime) -> (SocketAddr, Arc<Hub>) {
             enrollment: Some(TOKEN.into()),
             hosts: Vec::new(),
         }),
+        viewers: Default::default(),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -263,7 +264,7 @@ fn fuzz_the_config_parsers() {
             ..Default::default()
         };
         // Never a panic; an error names the file it is about.
-        if let Err(e) = hmonitor_hub::config::load_with(&args, None) {
+        if let Err(e) = hmonitor_hub::config::load(&args, None) {
             let msg = e.to_string();
             let named = if which { "hub.toml" } else { "settings.py" };
             prop_assert!(

@@ -24,6 +24,10 @@ use crate::collect::{disks, procs::ProcReader};
 /// failing can take seconds per attempt.
 const NVML_RETRY: Duration = Duration::from_secs(30);
 
+/// Longest command line reported when command lines are on, in bytes: enough to tell jobs
+/// apart, bounded so one process cannot bloat every frame.
+pub const CMDLINE_MAX: usize = 512;
+
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
     /// Host id (HMON_ID; by default the hostname).

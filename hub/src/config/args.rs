@@ -1,0 +1,156 @@
+//! The hub's flags and environment variables (clap). Every field is an `Option` without a clap
+//! default, so the file can fill what neither set; the defaults are applied in `resolve`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use hmonitor_common::allow::Allowlist;
+use hmonitor_common::parse::{parse_bool, parse_duration};
+
+use super::redacted;
+use super::values::{parse_flag_token, parse_frame_bytes};
+
+#[derive(Clone, Default, Parser)]
+#[command(
+    name = "hmonitor-hub",
+    version,
+    about = "hmonitor hub: accepts agents, keeps live state, fans out to browsers, serves API and gRPC",
+    long_about = "hmonitor hub: agents dial in over WebSocket (or are polled with the seed's gRPC \
+                  API), browsers watch every host live.\n\n\
+                  Flags beat environment variables, which beat the --config file, which beats \
+                  the defaults.\n\n\
+                  Start:           hmonitor-hub            (prints how to add a host on first start)\n\
+                  With a file:     hmonitor-hub --config /etc/hmonitor/hub.toml\n\
+                  Seed settings:   hmonitor-hub --settings-py bin/settings.py"
+)]
+pub struct Args {
+    /// TOML configuration file (see hub.example.toml).
+    #[arg(long, env = "HMON_HUB_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address for HTTP: the page, the API, agent and browser WebSockets [default: 0.0.0.0:5000].
+    #[arg(long, env = "HMON_HUB_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address for the gRPC facade (HostMonitor.GetInfo by host id) [default: off].
+    #[arg(long, env = "HMON_HUB_GRPC_LISTEN", value_name = "ADDR:PORT")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// Directory for history and the generated enrollment token
+    /// [default: $STATE_DIRECTORY (systemd), else ./data].
+    #[arg(long, env = "HMON_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Interval assumed for agents that do not say theirs, and the poll interval of pull
+    /// targets, e.g. 2s, 500ms [default: 2s].
+    #[arg(long, env = "HMON_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// Shared enrollment token agents present (the agent's HMON_TOKEN) [default: the one in
+    /// <data-dir>/enrollment-token, generated on first start when no token is configured].
+    #[arg(long, env = "HMON_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Who may open the page, the API and the gRPC facade: comma-separated CIDRs
+    /// [default: everyone].
+    #[arg(long, env = "HMON_VIEWER_ALLOW", value_name = "CIDRS")]
+    pub viewer_allow: Option<Allowlist>,
+
+    /// Token browsers and API clients must present [default: none needed].
+    #[arg(long, env = "HMON_VIEWER_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
+    pub viewer_token: Option<String>,
+
+    /// Largest agent frame accepted, in bytes (or with KiB/MiB), 1 KiB to 64 MiB [default: 1MiB].
+    #[arg(long, env = "HMON_MAX_FRAME_BYTES", value_parser = parse_frame_bytes, value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Also run an agent for this machine inside the hub [default: off].
+    #[arg(
+        long,
+        env = "HMON_LOCAL_AGENT",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool,
+        value_name = "BOOL"
+    )]
+    pub local_agent: Option<bool>,
+
+    /// Host id of the local agent [default: the hostname].
+    #[arg(long, env = "HMON_LOCAL_AGENT_ID", value_name = "ID")]
+    pub local_agent_id: Option<String>,
+
+    /// Primary IP the local agent reports [default: the interface of the default route].
+    #[arg(long, env = "HMON_LOCAL_AGENT_IP", value_name = "IP")]
+    pub local_agent_ip: Option<String>,
+
+    /// NVML library of the local agent [default: libnvidia-ml.so.1 through the loader path].
+    #[arg(long, env = "HMON_LOCAL_AGENT_NVML_LIB", value_name = "PATH")]
+    pub local_agent_nvml_lib: Option<PathBuf>,
+
+    /// Let the local agent report each GPU process's command line (can hold secrets)
+    /// [default: off].
+    #[arg(
+        long,
+        env = "HMON_LOCAL_AGENT_CMDLINE",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_bool,
+        value_name = "BOOL"
+    )]
+    pub local_agent_cmdline: Option<bool>,
+
+    /// The seed's settings.py (`servers = {"name": "host:port", ...}`): each entry becomes a
+    /// pull target.
+    #[arg(long, env = "HMON_SETTINGS_PY", value_name = "PATH")]
+    pub settings_py: Option<PathBuf>,
+
+    /// Log filter, e.g. info, debug, hmonitor_hub=debug [default: info].
+    #[arg(long, env = "HMON_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(flatten)]
+    pub deploy: crate::limits::DeployArgs,
+    /// How long history keeps every sample, e.g. 24h (at least 5m) [default: 24h].
+    #[arg(long, env = "HMON_HISTORY_RAW", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_raw: Option<Duration>,
+
+    /// How long history keeps 1-minute means and maxima (at least 2h) [default: 30days].
+    #[arg(long = "history-1m", env = "HMON_HISTORY_1M", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1m: Option<Duration>,
+
+    /// How long history keeps 1-hour means and maxima (at least 2days) [default: 365days].
+    #[arg(long = "history-1h", env = "HMON_HISTORY_1H", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_1h: Option<Duration>,
+}
+
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Args")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("data_dir", &self.data_dir)
+            .field("interval", &self.interval)
+            .field("token", &redacted(&self.token))
+            .field("viewer_allow", &self.viewer_allow)
+            .field("viewer_token", &redacted(&self.viewer_token))
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("local_agent", &self.local_agent)
+            .field("local_agent_id", &self.local_agent_id)
+            .field("local_agent_ip", &self.local_agent_ip)
+            .field("local_agent_nvml_lib", &self.local_agent_nvml_lib)
+            .field("local_agent_cmdline", &self.local_agent_cmdline)
+            .field("settings_py", &self.settings_py)
+            .field("log", &self.log)
+            .field("deploy", &self.deploy)
+            .field("history_raw", &self.history_raw)
+            .field("history_1m", &self.history_1m)
+            .field("history_1h", &self.history_1h)
+            .finish()
+    }
+}

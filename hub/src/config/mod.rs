@@ -1,0 +1,275 @@
+//! The hub's configuration: TOML file (`--config`), environment, flags (flags beat the
+//! environment, which beats the file, which beats the defaults).
+//!
+//! clap resolves flag-over-environment; every clap field is an `Option` without a clap default,
+//! so that the file can fill what neither set, and the defaults are applied here, last.
+//!
+//! Tokens never reach a log: `HubConfig`, `PullTarget`, `Args` and `GeneratedToken` print them
+//! redacted under `{:?}`. The one place a token is shown is the first-start instruction that
+//! `main` prints to stdout from [`GeneratedToken::add_host_hint`].
+
+mod args;
+mod file;
+mod resolve;
+mod settings_py;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hmonitor_common::allow::Allowlist;
+use hmonitor_sampler::{SamplerConfig, CMDLINE_MAX};
+
+use crate::enrollment::{self, EnrollmentError, GeneratedToken, StoredToken};
+
+pub use args::Args;
+pub use file::ConfigFile;
+pub use resolve::resolve;
+pub use settings_py::{parse_settings_py, SettingsPyEntry, SettingsPyError};
+pub use values::{check_pull_addr, parse_frame_bytes, parse_token};
+
+/// Largest agent frame accepted by default.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+
+/// Bounds of `max_frame_bytes`: below 1 KiB no real report fits; above 64 MiB one agent could
+/// hold a large share of the hub's memory with a single frame.
+pub const MIN_MAX_FRAME: usize = 1024;
+pub const MAX_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// A configuration file (TOML or settings.py) larger than this is refused unread: it is surely
+/// not a configuration file, and parsing it would only cost memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A host the hub polls with the seed's `HostMonitor.GetInfo`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullTarget {
+    /// Host id shown for it.
+    pub id: String,
+    /// `host:port` of the agent's pull API.
+    pub addr: String,
+    /// Sent as `RequestInfo.token`.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for PullTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullTarget")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct HubConfig {
+    /// HTTP: page, API, agent and browser WebSockets.
+    pub listen: SocketAddr,
+    /// gRPC facade (HostMonitor.GetInfo by host id); off when `None`.
+    pub grpc_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    /// Interval assumed for hosts that do not say theirs, and the pull targets' poll interval.
+    pub interval: Duration,
+    /// Shared enrollment token: any host presenting it may report (under any free id).
+    pub enrollment_token: Option<String>,
+    /// Per-host tokens: host id → token; such a token lets only that host id report.
+    pub host_tokens: BTreeMap<String, String>,
+    /// Host ids expected to report; listed as never seen until they do. Holds the ids of
+    /// `expected_hosts`, of `[hosts]` and of the pull targets, each once, sorted.
+    pub expected_hosts: Vec<String>,
+    pub pull_targets: Vec<PullTarget>,
+    /// Who may open the page and API.
+    pub viewer_allow: Allowlist,
+    /// When set, browsers and API clients must present it.
+    pub viewer_token: Option<String>,
+    pub max_frame_bytes: usize,
+    /// A browser that cannot take a frame within this is dropped (it may reconnect).
+    pub browser_write_timeout: Duration,
+    /// An agent for this machine inside the hub (`[local_agent]`).
+    pub local_agent: LocalAgent,
+    /// Per-address connections, per-agent frame rate.
+    pub limits: crate::limits::Limits,
+    /// Serve HTTPS/WSS and TLS gRPC from this certificate chain and key (PEM).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How long each history tier keeps its points.
+    pub history: crate::history::Retention,
+    /// Where the configuration came from, for the start-up log (never holds a token).
+    pub sources: Vec<String>,
+}
+
+impl HubConfig {
+    /// Where and how the history store runs.
+    pub fn history_config(&self) -> crate::history::HistoryConfig {
+        crate::history::HistoryConfig {
+            dir: self.data_dir.clone(),
+            retention: self.history,
+            // About 6 s of samples from 10,000 agents at 1 s; memory stays in the tens of MiB.
+            queue: 65_536,
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5000)),
+            grpc_listen: None,
+            data_dir: PathBuf::from("data"),
+            interval: Duration::from_secs(2),
+            enrollment_token: None,
+            host_tokens: BTreeMap::new(),
+            expected_hosts: Vec::new(),
+            pull_targets: Vec::new(),
+            viewer_allow: Allowlist::everyone(),
+            viewer_token: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME,
+            browser_write_timeout: Duration::from_secs(5),
+            local_agent: LocalAgent::default(),
+            limits: crate::limits::Limits::default(),
+            tls: None,
+            history: crate::history::Retention::default(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host_tokens: Vec<&String> = self.host_tokens.keys().collect();
+        f.debug_struct("HubConfig")
+            .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
+            .field("data_dir", &self.data_dir)
+            .field("interval", &self.interval)
+            .field("enrollment_token", &redacted(&self.enrollment_token))
+            .field("host_tokens (ids)", &host_tokens)
+            .field("expected_hosts", &self.expected_hosts)
+            .field("pull_targets", &self.pull_targets)
+            .field("viewer_allow", &self.viewer_allow.to_string())
+            .field("viewer_token", &redacted(&self.viewer_token))
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("browser_write_timeout", &self.browser_write_timeout)
+            .field("local_agent", &self.local_agent)
+            .field("limits", &self.limits)
+            .field("tls", &self.tls)
+            .field("history", &self.history)
+            .field("sources", &self.sources)
+            .finish()
+    }
+}
+
+/// `[local_agent]` / `--local-agent*`: an agent for this machine inside the hub. Its own
+/// settings, never the agent's `HMON_*` variables (those would mean one thing to the hub and
+/// another to its agent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalAgent {
+    pub enabled: bool,
+    /// Host id [default: the hostname].
+    pub id: Option<String>,
+    /// Primary address to report [default: the interface of the default route].
+    pub ip: Option<String>,
+    /// NVML library [default: libnvidia-ml.so.1 through the loader path].
+    pub nvml_lib: Option<PathBuf>,
+    /// Report command lines.
+    pub cmdline: bool,
+}
+
+impl LocalAgent {
+    /// What the sampler needs: the hub's interval, and a sample older than three of them is
+    /// stale (as for an agent).
+    pub fn sampler_config(&self, interval: Duration) -> SamplerConfig {
+        let mut cfg = SamplerConfig::new(interval);
+        cfg.id = self.id.clone();
+        cfg.ip = self.ip.clone();
+        cfg.nvml_lib = self.nvml_lib.clone().map(PathBuf::into_os_string);
+        cfg.cmdline_max = self.cmdline.then_some(CMDLINE_MAX);
+        cfg
+    }
+}
+
+fn redacted(token: &Option<String>) -> &'static str {
+    match token {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+/// Why the configuration was refused. Each message names the file (and line) or the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: larger than {max} bytes; not a configuration file?", path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+    /// A syntax or value error at a place in a file.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The same host id configured twice where it must be once (`first`, `second`: where).
+    #[error("host id {id:?} is configured twice: at {first} and at {second}")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error(transparent)]
+    Enrollment(#[from] EnrollmentError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("history retention: {0}")]
+    History(String),
+}
+
+/// Loads the configuration: `args` (flags and environment), the `--config` file, the seed's
+/// settings.py, the defaults; then makes sure agents have a token to present. Returns the
+/// token generated on this start, if one was, so `main` can print how to add a host.
+/// `state_directory` is systemd's `$STATE_DIRECTORY`, which `main` reads (nothing below it
+/// reads the environment).
+pub fn load(
+    args: &Args,
+    state_directory: Option<OsString>,
+) -> Result<(HubConfig, Option<GeneratedToken>), ConfigError> {
+    let file = match &args.config {
+        Some(path) => Some(ConfigFile::read(path)?),
+        None => None,
+    };
+    let mut cfg = resolve(args, file.as_ref(), state_directory)?;
+    let generated = ensure_enrollment_token(&mut cfg)?;
+    Ok((cfg, generated))
+}
+
+/// Agents must authenticate (secure by default): when no token of any kind is configured, use
+/// the one stored in the data directory, or generate and store one. Returns the token when it
+/// was generated now.
+pub fn ensure_enrollment_token(cfg: &mut HubConfig) -> Result<Option<GeneratedToken>, ConfigError> {
+    if cfg.enrollment_token.is_some() || !cfg.host_tokens.is_empty() {
+        return Ok(None);
+    }
+    let stored = enrollment::ensure(&cfg.data_dir)?;
+    cfg.enrollment_token = Some(stored.token().to_owned());
+    Ok(match stored {
+        StoredToken::Read { path, .. } => {
+            cfg.sources
+                .push(format!("enrollment token: {}", path.display()));
+            None
+        }
+        StoredToken::Generated(g) => {
+            cfg.sources.push(format!(
+                "enrollment token: generated now, stored in {}",
+                g.path.display()
+            ));
+            Some(g)
+        }
+    })
+}
