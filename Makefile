@@ -7,7 +7,7 @@ VENV  ?= target/venv-gpustat
 .PHONY: run test test-rust test-gpustat test-deploy test-release test-history test-page frontend lint release bench-once bench-history
 
 run: frontend
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release -p hmonitor-hub -p hmonitor-agent
 	target/release/hmonitor-hub --listen $${HMON_HUB_LISTEN:-127.0.0.1:5000} --local-agent
 
 # test-history is a subset of test-rust (for working on history alone), so `test` skips it.
@@ -28,7 +28,7 @@ test-history:
 
 # History store figures (BENCHMARKS.md, "History").
 bench-history:
-	$(CARGO) run --release -p hmonitor-hub --bin hmonitor-history-bench -- --dir target/history-bench
+	$(CARGO) run --release -p hmonitor-bench --bin hmonitor-history-bench -- --dir target/history-bench
 
 # An unmodified third-party NVML client (PyPI nvidia-ml-py + gpustat) on the NVML stand-in.
 test-gpustat:

@@ -8,7 +8,7 @@
 //
 //   node bench/bench.mjs [--hosts 500] [--gpus 8] [--runs 3] [--seconds 30] [--nice] [--driver cdp|pw]
 //                        [--feed live|replay]
-// Needs release binaries (cargo build --release -p hmonitor-hub) and the built page.
+// Needs release binaries (cargo build --release -p hmonitor-hub -p hmonitor-bench) and the built page.
 // --nice runs the hub and the load generator at the lowest CPU priority, each in a scheduler
 // autogroup of its own. The browser is driven over the DevTools protocol with nothing but
 // tracing and evaluation enabled (`--driver pw`, or a mode such as `cards:pw`: through

@@ -4,7 +4,7 @@
 //
 //   node bench/digest.mjs [--events 500] [--passes 12]
 //
-// The events are shaped as hmonitor-load's (hub/src/bin/hmonitor-load.rs): 8 H200s, 16
+// The events are shaped as hmonitor-load's (hub/bench/src/bin/hmonitor-load.rs): 8 H200s, 16
 // processes with 64-character container ids, 4 disks, the host's facts; about 3.4 KB each.
 
 import { parseArgs } from "node:util";

@@ -27,7 +27,7 @@ ulimit -Sn "$(ulimit -Hn)"
 
 # HUB_BIN: another build of the hub to measure (a before/after comparison) under the same
 # load; NO_BUILD=1 skips the build (for binaries built elsewhere, e.g. HUB_BIN and LOAD_BIN).
-[ -n "${NO_BUILD:-}" ] || cargo build --release -p hmonitor-hub --bins
+[ -n "${NO_BUILD:-}" ] || cargo build --release -p hmonitor-hub -p hmonitor-bench --bins
 hub_bin=${HUB_BIN:-$TARGET/release/hmonitor-hub}
 load_bin=${LOAD_BIN:-$TARGET/release/hmonitor-load}
 
