@@ -22,6 +22,7 @@ use hmonitor_proto::{
 };
 use prost::Message as _;
 
+use crate::close::Close;
 use crate::history;
 use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
 use crate::App;
@@ -31,14 +32,6 @@ const BACKFILL_RATE_FACTOR: u32 = 20;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-// WebSocket close codes (RFC 6455 §7.4.1).
-const CLOSE_PROTOCOL: u16 = 1002;
-const CLOSE_INVALID: u16 = 1007;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
-/// "Try again later": the history queue is full; the agent resends what was not acknowledged.
-const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// The agent credentials the hub accepts.
 #[derive(Debug, Clone, Default)]
@@ -101,10 +94,11 @@ async fn send(socket: &mut WebSocket, msg: hub_message::Msg) -> bool {
     socket.send(Message::Binary(bytes.into())).await.is_ok()
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+async fn close(socket: &mut WebSocket, why: &Close) {
+    let Some(code) = why.code() else { return };
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: why.to_string().into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
@@ -119,42 +113,26 @@ async fn refuse(socket: &mut WebSocket, reason: &str, retry: bool) {
         }),
     )
     .await;
-    close(socket, CLOSE_POLICY, reason).await;
+    close(socket, &Close::Policy(reason.to_owned())).await;
 }
 
-/// Reads one agent message; `Err` carries the close code and reason.
-fn decode(msg: Message, max: usize) -> Result<Option<agent_message::Msg>, (u16, String)> {
+/// Reads one agent message; `Err` says why to close (`Close::Clean` when the agent closed).
+fn decode(msg: Message, max: usize) -> Result<Option<agent_message::Msg>, Close> {
     match msg {
         Message::Binary(bytes) => {
             if bytes.len() > max {
-                return Err((
-                    CLOSE_TOO_BIG,
-                    format!("frame too large (limit {max} bytes)"),
-                ));
+                return Err(Close::TooBig { limit: max });
             }
             AgentMessage::decode(bytes.as_ref())
                 .map(|m| m.msg)
-                .map_err(|e| (CLOSE_INVALID, format!("malformed frame: {e}")))
+                .map_err(|e| Close::Invalid(format!("malformed frame: {e}")))
         }
-        Message::Text(_) => Err((
-            CLOSE_PROTOCOL,
+        Message::Text(_) => Err(Close::Protocol(
             "text frame: agents send binary protobuf AgentMessage frames".to_owned(),
         )),
         // Pings are answered by the WebSocket layer itself.
         Message::Ping(_) | Message::Pong(_) => Ok(None),
-        Message::Close(_) => Err((0, String::new())),
-    }
-}
-
-fn describe_read_error(e: &axum::Error, max: usize) -> (u16, String) {
-    let text = e.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size") {
-        (
-            CLOSE_TOO_BIG,
-            format!("frame too large (limit {max} bytes)"),
-        )
-    } else {
-        (CLOSE_PROTOCOL, format!("read error: {text}"))
+        Message::Close(_) => Err(Close::Clean),
     }
 }
 
@@ -168,18 +146,19 @@ async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: 
                 refuse(&mut socket, "the first frame must be a hello", true).await;
                 return;
             }
-            Err((code, reason)) => {
-                tracing::warn!("agent {peer}: {reason}");
+            Err(Close::Clean) => return,
+            Err(why) => {
+                tracing::warn!("agent {peer}: {why}");
                 hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                close(&mut socket, code, &reason).await;
+                close(&mut socket, &why).await;
                 return;
             }
         },
         Ok(Some(Err(e))) => {
-            let (code, reason) = describe_read_error(&e, max);
-            tracing::warn!("agent {peer}: {reason}");
+            let why = Close::from_read_error(e, max);
+            tracing::warn!("agent {peer}: {why}");
             hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-            close(&mut socket, code, &reason).await;
+            close(&mut socket, &why).await;
             return;
         }
         Ok(None) => return,
@@ -196,15 +175,19 @@ async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: 
     hub.stats.agents_connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!("agent {id} connected from {peer}");
     let rate = app.cfg.limits.agent_frames_per_sec;
-    let reason = stream(&hub, &mut socket, &id, conn, &hello, max, rate).await;
+    let why = stream(&app, &mut socket, &id, conn, &hello, max, rate).await;
     hub.release(&id, conn);
     hub.stats.agents_connected.fetch_sub(1, Ordering::Relaxed);
-    match reason {
-        Some((code, reason)) => {
-            tracing::warn!("agent {id} ({peer}) closed: {reason}");
-            close(&mut socket, code, &reason).await;
+    match why {
+        Close::Clean => tracing::info!("agent {id} ({peer}) disconnected"),
+        Close::GoingAway => {
+            tracing::debug!("agent {id} ({peer}): the hub is stopping");
+            close(&mut socket, &why).await;
         }
-        None => tracing::info!("agent {id} ({peer}) disconnected"),
+        why => {
+            tracing::warn!("agent {id} ({peer}) closed: {why}");
+            close(&mut socket, &why).await;
+        }
     }
 }
 
@@ -269,16 +252,19 @@ async fn admit(
     Some(id)
 }
 
-/// Receives snapshots until the connection ends; `Some` is a reason to close it with.
+/// Receives snapshots until the connection ends, or the hub stops; returns why it ended.
 async fn stream(
-    hub: &Arc<Hub>,
+    app: &App,
     socket: &mut WebSocket,
     id: &str,
     conn: ConnId,
     hello: &AgentHello,
     max: usize,
     rate: u32,
-) -> Option<(u16, String)> {
+) -> Close {
+    let hub = &app.hub;
+    let stopping = app.stop.wait();
+    tokio::pin!(stopping);
     let interval = Duration::from_millis(u64::from(hello.interval_ms.max(100)));
     // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
     let silence = interval * DOWN_AFTER_INTERVALS;
@@ -291,27 +277,28 @@ async fn stream(
     loop {
         let msg = tokio::select! {
             r = tokio::time::timeout(silence, socket.recv()) => r,
+            () = &mut stopping => return Close::GoingAway,
             changed = acks.changed() => {
                 if changed.is_ok() {
                     let c = *acks.borrow_and_update();
                     if c.failed {
                         // Nothing after the failed sample may be acknowledged: reconnecting
                         // makes the agent send it again.
-                        return Some((CLOSE_TRY_AGAIN, "the hub could not store a sample; send again".into()));
+                        return Close::TryAgain("the hub could not store a sample; send again".into());
                     }
                     if !send(socket, hub_message::Msg::Ack(Ack { seq: c.seq })).await {
-                        return None;
+                        return Close::Clean;
                     }
                 }
                 continue;
             }
         };
         let msg = match msg {
-            Err(_) => return Some((CLOSE_POLICY, "nothing received for 3 intervals".into())),
-            Ok(None) => return None,
+            Err(_) => return Close::Policy("nothing received for 3 intervals".into()),
+            Ok(None) => return Close::Clean,
             Ok(Some(Err(e))) => {
                 hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                return Some(describe_read_error(&e, max));
+                return Close::from_read_error(e, max);
             }
             Ok(Some(Ok(msg))) => msg,
         };
@@ -340,10 +327,7 @@ async fn stream(
             } else {
                 ("frames", rate)
             };
-            return Some((
-                CLOSE_POLICY,
-                format!("too many {what} (limit {limit}/s per agent)"),
-            ));
+            return Close::Policy(format!("too many {what} (limit {limit}/s per agent)"));
         }
         match decoded {
             Ok(Some(agent_message::Msg::Snapshot(s))) => {
@@ -353,25 +337,25 @@ async fn stream(
                 if let Some(reason) =
                     history::record_pushed(hub, id, s.seq, s.sample_ms, interval, &info, &committed)
                 {
-                    return Some((CLOSE_TRY_AGAIN, reason));
+                    return Close::TryAgain(reason);
                 }
                 // Backfilled samples are for history, never for live views.
                 if s.backfill {
                     continue;
                 }
                 if !hub.ingest(id, conn, s.seq, info) {
-                    return Some((CLOSE_POLICY, "replaced by a newer connection".into()));
+                    return Close::Policy("replaced by a newer connection".into());
                 }
             }
             Ok(Some(agent_message::Msg::Hello(_))) => {
                 hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                return Some((CLOSE_PROTOCOL, "a second hello on one connection".into()));
+                return Close::Protocol("a second hello on one connection".into());
             }
             Ok(None) => {}
-            Err((0, _)) => return None,
-            Err(reason) => {
+            Err(Close::Clean) => return Close::Clean,
+            Err(why) => {
                 hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                return Some(reason);
+                return why;
             }
         }
     }

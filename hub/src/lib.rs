@@ -3,6 +3,7 @@
 
 pub mod agent_ws;
 pub mod assets;
+pub mod close;
 pub mod config;
 pub mod enrollment;
 pub mod grpc;
@@ -13,6 +14,7 @@ pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod pull;
+pub mod server;
 pub mod state;
 pub mod tls;
 
@@ -26,4 +28,6 @@ pub struct App {
     pub auth: Arc<agent_ws::AgentAuth>,
     /// What viewers (page, API, live WebSocket) must present.
     pub viewers: hmonitor_common::auth::TokenGate,
+    /// The hub's stop: sessions watch it to close with 1001 when the hub stops.
+    pub stop: hmonitor_common::run::Stop,
 }

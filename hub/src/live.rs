@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -92,6 +92,8 @@ async fn feed(app: App, socket: WebSocket, framing: Framing) {
     let (mut sink, mut stream) = socket.split();
     // Subscribe before taking the snapshot, so nothing falls between the two.
     let mut rx = hub.subscribe();
+    let stopping = app.stop.wait();
+    tokio::pin!(stopping);
     let reason = async {
         send(&mut sink, framing, hub.frames(), deadline).await?;
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -147,6 +149,12 @@ async fn feed(app: App, socket: WebSocket, framing: Framing) {
                 () = wait => {
                     due = None;
                     send(&mut sink, framing, batch.drain(..), deadline).await?;
+                }
+                // The hub is stopping: say so (1001), the page reconnects to the next one.
+                () = &mut stopping => {
+                    let bye = CloseFrame { code: 1001, reason: "the hub is stopping".into() };
+                    let _ = tokio::time::timeout(deadline, sink.send(Message::Close(Some(bye)))).await;
+                    return Ok(());
                 }
                 // The browser's side: only close (or an error) matters.
                 msg = stream.next() => match msg {

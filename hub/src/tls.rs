@@ -129,7 +129,12 @@ impl TlsListener {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let (stream, peer) = inner.accept_limited().await;
+                // Ends with the server (its listener dropped), not at the next connection after
+                // it: the port is free once the hub has stopped.
+                let (stream, peer) = tokio::select! {
+                    accepted = inner.accept_limited() => accepted,
+                    () = tx.closed() => return,
+                };
                 let (acceptor, done) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;

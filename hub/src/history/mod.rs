@@ -337,7 +337,9 @@ pub const DB_FILE: &str = "history.sqlite";
 
 /// The handle everyone shares: the queue into the writer thread and readers for queries.
 pub struct History {
-    tx: SyncSender<Record>,
+    /// `None` asks the writer to store what it holds and stop.
+    tx: SyncSender<Option<Record>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<rusqlite::Connection>>,
     path: PathBuf,
     pub retention: Retention,
@@ -368,7 +370,7 @@ impl History {
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let stats = Arc::new(HistoryStats::default());
         let writer_stats = stats.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || writer(store, rx, &writer_stats))
             .map_err(|source| StoreError::Dir {
@@ -377,6 +379,7 @@ impl History {
             })?;
         Ok(Arc::new(Self {
             tx,
+            writer: Mutex::new(Some(handle)),
             readers: Mutex::new(Vec::new()),
             path,
             retention: cfg.retention,
@@ -388,9 +391,21 @@ impl History {
         &self.path
     }
 
+    /// Stores what was queued and stops the writer; records offered later are refused
+    /// (`QueueError::Stopped`), and their agents, never acknowledged, send them again to the
+    /// next hub. Blocking: call it from `spawn_blocking`. A second call does nothing.
+    pub fn close(&self) {
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        let Some(handle) = handle else { return };
+        // A full queue makes this wait for the writer, which is what closing means.
+        if self.tx.send(None).is_ok() && handle.join().is_err() {
+            tracing::error!("history writer panicked");
+        }
+    }
+
     /// Queues a record without waiting.
     pub fn try_record(&self, rec: Record) -> Result<(), QueueError> {
-        match self.tx.try_send(rec) {
+        match self.tx.try_send(Some(rec)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.stats.busy.fetch_add(1, Ordering::Relaxed);
@@ -422,24 +437,27 @@ impl History {
 }
 
 /// The writer thread: batches, roll-ups, retention. Ends when every sender is gone.
-fn writer(mut store: Store, rx: Receiver<Record>, stats: &HistoryStats) {
+fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) {
     let mut last_rollup = Instant::now();
     let mut last_retention: Option<Instant> = None;
     let retention_every =
         (store.retention().raw / 20).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-    loop {
+    let mut stopping = false;
+    while !stopping {
         match rx.recv_timeout(ROLLUP_EVERY) {
-            Ok(r) => batch.push(r),
+            Ok(Some(r)) => batch.push(r),
+            Ok(None) => stopping = true,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 tracing::debug!("history writer stopping");
                 return;
             }
         }
-        while batch.len() < BATCH {
+        while !stopping && batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) => stopping = true,
                 Err(_) => break,
             }
         }

@@ -45,6 +45,7 @@ fn start_hub(rt: &tokio::runtime::Runtime) -> (SocketAddr, Arc<Hub>) {
             hosts: Vec::new(),
         }),
         viewers: Default::default(),
+        stop: Default::default(),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

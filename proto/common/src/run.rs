@@ -116,6 +116,11 @@ impl Stop {
         self.tx.send_replace(true);
     }
 
+    /// The flag itself, for code that selects on a `watch` channel.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.rx.clone()
+    }
+
     pub fn is_stopped(&self) -> bool {
         *self.rx.borrow()
     }
