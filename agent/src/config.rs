@@ -8,7 +8,19 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::push::{HubList, HubUrl};
+use crate::push::{HubList, HubUrl, PushConfig};
+use crate::server::{first_sample_within, AgentConfig, PullConfig};
+use crate::state_dir::StateError;
+use crate::tls::TlsError;
+
+/// Why the flags do not make a configuration the agent can run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot use the state directory (HMON_STATE_DIR): {0}")]
+    StateDir(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
 use hmonitor_common::allow::Allowlist;
 use hmonitor_common::parse::{parse_bool, parse_duration};
 use hmonitor_common::run::systemd_state_dir;
@@ -115,6 +127,48 @@ impl Args {
         cfg.nvml_lib = self.nvml_lib.clone().filter(|s| !s.is_empty());
         cfg.cmdline_max = self.cmdline.then_some(CMDLINE_MAX);
         cfg
+    }
+
+    /// What the agent library runs: the sampler, the pull API when `--listen` is set, the push
+    /// client when hubs are. `systemd` is `$STATE_DIRECTORY` and `hostname` this machine's
+    /// name (both read by `main`): with a state directory and no `--id`, the host id kept
+    /// there (created from the hostname on first start).
+    pub fn agent_config(
+        &self,
+        systemd: Option<OsString>,
+        hostname: &str,
+    ) -> Result<AgentConfig, ConfigError> {
+        let state = self.state_dir(systemd);
+        let mut sampler = self.sampler_config();
+        if sampler.id.is_none() {
+            if let Some(dir) = &state {
+                sampler.id = Some(crate::state_dir::host_id(dir, hostname)?);
+            }
+        }
+        let hubs = self.hubs();
+        let push = (!hubs.is_empty()).then(|| PushConfig {
+            hubs,
+            token: self.token.clone(),
+            interval: sampler.interval,
+            first_sample_within: first_sample_within(sampler.stale_after),
+            tls: self.tls.client(),
+            backlog: self.backlog,
+            backlog_dir: state.clone(),
+        });
+        let pull = match self.listen {
+            Some(listen) => Some(PullConfig {
+                listen,
+                allow: self.allow.clone().unwrap_or_else(Allowlist::loopback),
+                token: self.token.clone(),
+                tls: self.tls.pull_server()?,
+            }),
+            None => None,
+        };
+        Ok(AgentConfig {
+            sampler,
+            pull,
+            push,
+        })
     }
 
     /// The hubs to push to; empty = do not push.

@@ -7,5 +7,6 @@ pub mod config;
 pub mod pull;
 pub mod push;
 pub mod report;
+pub mod server;
 pub mod state_dir;
 pub mod tls;
