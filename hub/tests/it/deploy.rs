@@ -746,7 +746,7 @@ async fn grpc_over_tls_on_the_hubs_facade_and_the_agents_pull_api() {
         .env("HMON_STUB_SCENARIO", &s.path)
         .env("HMON_TLS_CERT", &cert)
         .env("HMON_TLS_KEY", &key);
-    let (_agent, listening) = Proc::spawn(cmd, "pull API listening on ");
+    let (_agent, listening) = crate::harness::spawn(cmd, "pull API listening on ");
     let addr: SocketAddr = listening.parse().expect("pull address");
     let info = get_info_tls(addr, &ca_pem, "")
         .await

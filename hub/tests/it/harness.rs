@@ -4,10 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,115 +15,19 @@ use hmonitor_proto::{live_event, HostState, HostStatus, LiveBatch, LiveEvent};
 use prost::Message;
 use serde_json::{json, Value};
 
+pub use hmonitor_testkit::{clean, eventually, stub_lib, Proc, Scenario};
+
 pub const TOKEN: &str = "test-enrollment-token";
 
-/// target/<profile>/, where cargo puts the workspace's binaries and the NVML stand-in.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
+/// The agent binary beside the hub's.
 pub fn agent_bin() -> PathBuf {
-    let p = profile_dir().join("hmonitor");
-    assert!(
-        p.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
+    hmonitor_testkit::bin("hmonitor")
 }
 
-pub fn stub_lib() -> PathBuf {
-    let dir = profile_dir();
-    for p in [
-        dir.join("libnvidia_ml.so"),
-        dir.join("deps/libnvidia_ml.so"),
-    ] {
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "libnvidia_ml.so (the NVML stand-in) not found under {}",
-        dir.display()
-    );
-}
-
-/// A child process whose stderr lines are collected; killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    /// Spawns `cmd`, collecting stderr; returns once a line containing `ready` appears (the
-    /// text after it, up to a space or comma, is returned with it).
-    pub fn spawn(mut cmd: Command, ready: &str) -> (Self, String) {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = log.clone();
-        let ready = ready.to_owned();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(ready.as_str()).nth(1) {
-                    let word = rest.split([',', ' ']).next().unwrap_or_default().to_owned();
-                    let _ = tx.send(word);
-                }
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let word = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("process not ready: {:#?}", log.lock().expect("log")));
-        (Self { child, log }, word)
-    }
-
-    pub fn lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sig).expect("signal");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn clean(mut cmd: Command) -> Command {
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("GOHM_") || k.starts_with("HMON_") || k == "STATE_DIRECTORY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HMON_LOG", "info");
-    cmd
+/// Starts `cmd` and waits (30 s at most) for a stderr line holding `ready`; returns the word
+/// after it.
+pub fn spawn(cmd: Command, ready: &str) -> (Proc, String) {
+    Proc::spawn_ready(cmd, ready, Duration::from_secs(30))
 }
 
 pub struct Hub {
@@ -168,7 +71,7 @@ impl Hub {
             .arg(data.path())
             .env("HMON_TOKEN", TOKEN)
             .args(&opts.extra);
-        let (proc, addr) = Proc::spawn(cmd, "hub listening on ");
+        let (proc, addr) = spawn(cmd, "hub listening on ");
         let grpc = crate::harness::eventually(Duration::from_secs(5), || {
             proc.lines("gRPC listening on ")
                 .first()
@@ -194,28 +97,6 @@ impl Hub {
 
     pub fn http(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-}
-
-/// A scenario file for one agent.
-pub struct Scenario {
-    pub dir: tempfile::TempDir,
-    pub path: PathBuf,
-}
-
-impl Scenario {
-    pub fn new(value: &Value) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("scenario.json");
-        let s = Self { dir, path };
-        s.write(value);
-        s
-    }
-
-    pub fn write(&self, value: &Value) {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(value).expect("json")).expect("write");
-        std::fs::rename(&tmp, &self.path).expect("rename");
     }
 }
 
@@ -248,21 +129,7 @@ pub fn agent_with(
         cmd.env(k, v);
     }
     // Ready as soon as it runs; connection is awaited through the hub or the browser.
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let stderr = child.stderr.take().expect("stderr");
-    let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().expect("log").push(line);
-        }
-    });
-    Proc { child, log }
+    Proc::start(cmd)
 }
 
 /// What a browser has seen on `/api/live`: each host's latest state and when each event came.
@@ -391,19 +258,5 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -5,10 +5,7 @@ mod deploy;
 mod fuzz;
 mod harness;
 mod history;
+mod inprocess;
 mod push;
 
-/// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
-pub mod seed {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/seed/gpu.rs"));
-}
+pub use hmonitor_testkit::seed;

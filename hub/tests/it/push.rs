@@ -492,7 +492,7 @@ async fn pull_targets_appear_beside_pushing_agents_and_the_grpc_facade_answers()
         .env("HMON_NVML_LIB", stub_lib())
         .env("HMON_STUB_SCENARIO", &s.path)
         .env("HMON_INTERVAL", INTERVAL_S);
-    let (_puller, pull_addr) = Proc::spawn(cmd, "listening on ");
+    let (_puller, pull_addr) = crate::harness::spawn(cmd, "listening on ");
     let config = write_config(&format!(
         "[[pull]]\nid = \"old-node\"\naddr = \"{pull_addr}\"\n"
     ));

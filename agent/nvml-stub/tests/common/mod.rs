@@ -9,16 +9,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub const SCENARIO_ENV: &str = "HMON_STUB_SCENARIO";
 
-/// `libnvidia_ml.so` as cargo built it for this test: in the test binary's directory
-/// (`target/<profile>/deps`) or the one above.
+/// `libnvidia_ml.so` as cargo built it for this test (the shared test kit knows where).
 pub fn stub_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary directory");
-    [deps, deps.parent().unwrap_or(deps)]
-        .iter()
-        .map(|d| d.join("libnvidia_ml.so"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("libnvidia_ml.so not found next to {}", exe.display()))
+    hmonitor_testkit::stub_lib()
 }
 
 pub struct Turn {

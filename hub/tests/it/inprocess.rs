@@ -1,0 +1,254 @@
+//! The hub and the agent as libraries, in this process: `bind` on port 0, `run` until a stop,
+//! and everything joined when `run` returns. The token has every character that needs
+//! encoding in a query or a cookie, and each entry point must take it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hmonitor_agent::push::PushConfig;
+use hmonitor_agent::server::{AgentConfig, PullConfig};
+use hmonitor_hub::config::{HubConfig, LocalAgent};
+use hmonitor_proto::host_monitor_client::HostMonitorClient;
+use hmonitor_proto::{HostStatus, RequestInfo};
+use hmonitor_sampler::SamplerConfig;
+use tokio::sync::oneshot;
+
+use crate::harness::{eventually, stub_lib};
+use crate::history::http_get;
+
+/// Needs encoding in a query (`+ & = %`), a cookie (`;`) and a path (`/`).
+const AWKWARD: &str = "a+b/c=d%e&f;g";
+
+fn encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn hub_config(data: &std::path::Path) -> HubConfig {
+    HubConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        data_dir: data.to_owned(),
+        interval: Duration::from_millis(300),
+        enrollment_token: Some(AWKWARD.into()),
+        viewer_token: Some(AWKWARD.into()),
+        ..HubConfig::default()
+    }
+}
+
+/// A GET with extra header lines: (status, body).
+async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
+}
+
+async fn status_of(addr: SocketAddr, id: &str) -> Option<String> {
+    let (code, body) = get(
+        addr,
+        "/api/hosts",
+        &format!("Authorization: Bearer {AWKWARD}\r\n"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let hosts: serde_json::Value = serde_json::from_str(&body).expect("json");
+    hosts
+        .as_array()?
+        .iter()
+        .find(|h| h["id"] == id)
+        .and_then(|h| h["status"].as_str().map(str::to_owned))
+}
+
+async fn until(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_agent_in_process_on_port_zero_with_an_awkward_token_then_both_stop_cleanly() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = hmonitor_hub::server::bind(hub_config(data.path()))
+        .await
+        .expect("hub binds");
+    let http = server.http_addr();
+    let grpc = server.grpc_addr().expect("gRPC on");
+    assert_ne!(http.port(), 0);
+    assert_ne!(grpc.port(), 0);
+    let hub_state = server.hub().clone();
+    let (stop_hub, hub_stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = hub_stopped.await;
+    }));
+
+    // An agent pushing with the awkward token as Bearer, and serving its pull API.
+    let mut sampler = SamplerConfig::new(Duration::from_millis(300));
+    sampler.id = Some("inproc".into());
+    sampler.nvml_lib = Some(stub_lib().into_os_string());
+    let agent = hmonitor_agent::server::bind(AgentConfig {
+        sampler,
+        pull: Some(PullConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            allow: "127.0.0.1/32".parse().expect("allowlist"),
+            token: Some(AWKWARD.into()),
+            tls: None,
+        }),
+        push: Some(PushConfig {
+            hubs: vec![format!("ws://{http}").parse().expect("hub url")],
+            token: Some(AWKWARD.into()),
+            interval: Duration::from_millis(300),
+            first_sample_within: Duration::from_secs(1),
+            tls: Default::default(),
+            backlog: Duration::from_secs(60),
+            backlog_dir: None,
+        }),
+    })
+    .await
+    .expect("agent binds");
+    let pull = agent.pull_addr().expect("pull API on");
+    assert_ne!(pull.port(), 0);
+    let (stop_agent, agent_stopped) = oneshot::channel::<()>();
+    let agent = tokio::spawn(agent.run(async {
+        let _ = agent_stopped.await;
+    }));
+
+    until(
+        Duration::from_secs(15),
+        "the agent is up on the hub",
+        async || status_of(http, "inproc").await.as_deref() == Some("HOST_STATUS_UP"),
+    )
+    .await;
+
+    // Every way a viewer can present the token takes it; a wrong or missing one is refused.
+    let q = format!("/api/hosts?token={}", encoded(AWKWARD));
+    assert_eq!(get(http, &q, "").await.0, 200, "?token= percent-encoded");
+    let cookie = format!("Cookie: theme=dark; hmon_token={}\r\n", encoded(AWKWARD));
+    assert_eq!(get(http, "/api/hosts", &cookie).await.0, 200, "cookie");
+    assert_eq!(get(http, "/api/hosts", "").await.0, 401, "no token");
+    // Undecoded, the '%e' and '&' would cut it short: this is not the token.
+    assert_eq!(
+        get(http, &format!("/api/hosts?token={AWKWARD}"), "")
+            .await
+            .0,
+        401
+    );
+    let wrong = format!("Cookie: hmon_token={}\r\n", encoded("a+b/c=d%e&f;h"));
+    assert_eq!(get(http, "/api/hosts", &wrong).await.0, 401, "wrong cookie");
+
+    // The gRPC facade (RequestInfo.token) and the agent's own pull API take it too.
+    for (addr, id) in [(grpc, "inproc"), (pull, "")] {
+        let mut c = HostMonitorClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let ok = c
+            .get_info(RequestInfo {
+                token: AWKWARD.into(),
+                reqtype: id.into(),
+            })
+            .await
+            .expect("GetInfo with the token");
+        assert_eq!(ok.get_ref().id, "inproc");
+        let refused = c
+            .get_info(RequestInfo {
+                token: "a+b".into(),
+                reqtype: id.into(),
+            })
+            .await
+            .expect_err("a wrong token");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+
+    // The agent stops: its run returns, the hub notices the clean close.
+    let _ = stop_agent.send(());
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("the agent's run returned")
+        .expect("join")
+        .expect("the agent stopped cleanly");
+    eventually(Duration::from_secs(10), || {
+        (hub_state.host("inproc")?.status == HostStatus::Down as i32).then_some(())
+    });
+
+    // The hub stops: run returns, every listener is closed, history was written and closed.
+    let _ = stop_hub.send(());
+    tokio::time::timeout(Duration::from_secs(15), hub)
+        .await
+        .expect("the hub's run returned")
+        .expect("join")
+        .expect("the hub stopped cleanly");
+    for addr in [http, grpc, pull] {
+        assert!(
+            std::net::TcpListener::bind(addr).is_ok(),
+            "{addr} still bound after run returned"
+        );
+    }
+    let history = hub_state.history().expect("history");
+    assert!(
+        history.stats.json()["stored"].as_u64() > Some(0),
+        "{}",
+        history.stats.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_agent_reports_into_the_hub_it_runs_in_and_stops_with_it() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = hub_config(data.path());
+    cfg.viewer_token = None;
+    cfg.local_agent = LocalAgent {
+        enabled: true,
+        id: Some("hub-itself".into()),
+        nvml_lib: Some(stub_lib()),
+        ..LocalAgent::default()
+    };
+    let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
+    assert_eq!(server.local_agent_id(), Some("hub-itself"));
+    let http = server.http_addr();
+    let state = server.hub().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    until(
+        Duration::from_secs(10),
+        "the local agent's report",
+        async || {
+            let (code, _, body) = http_get(&format!("http://{http}/api/hosts")).await;
+            code == 200 && body.contains("\"hub-itself\"") && body.contains("local")
+        },
+    )
+    .await;
+    let host = state.host("hub-itself").expect("known");
+    assert_eq!(host.status, HostStatus::Up as i32);
+    assert!(host.info.is_some_and(|i| i.id == "hub-itself"));
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), hub)
+        .await
+        .expect("the hub's run returned")
+        .expect("join")
+        .expect("stopped cleanly");
+    assert!(
+        std::net::TcpListener::bind(http).is_ok(),
+        "{http} still bound"
+    );
+}
