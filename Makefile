@@ -64,5 +64,5 @@ frontend/node_modules/.package-lock.json: frontend/package.json frontend/package
 
 # The live page in Debian's Chromium against a real hub and real agents on the NVML stand-in.
 test-page: frontend
-	$(CARGO) build -p hmonitor-hub -p hmonitor-agent -p hmonitor-nvml-stub
+	$(CARGO) build -p hmonitor-hub -p hmonitor-agent -p hmonitor-nvml-stub -p hmonitor-bench
 	cd frontend && npm test

@@ -30,11 +30,27 @@ interface Usage {
 }
 
 type Unit = "pct" | "bytes" | "num" | "c" | "w";
-const METRICS: Record<"host" | "gpu" | "cluster", [string, string, Unit][]> = {
-  host: [["cpu", "CPU %", "pct"], ["mem_used", "memory in use", "bytes"], ["load1", "load (1 min)", "num"], ["disk_used", "disk used", "bytes"]],
-  gpu: [["util", "utilization %", "pct"], ["mem_used", "memory in use", "bytes"], ["temp", "temperature °C", "c"], ["power", "power W", "w"]],
-  cluster: [["util", "mean GPU utilization %", "pct"], ["gpus_busy", "GPUs busy", "num"], ["mem_used", "GPU memory in use", "bytes"]],
-};
+type Kind = "host" | "gpu" | "user" | "cluster";
+/** One metric of one kind of id, as the hub's catalog names it (`/api/history/metrics`). */
+interface MetricInfo {
+  name: string;
+  label: string;
+  unit: Unit;
+}
+
+// The hub's catalog of what history keeps: the page takes metric names, labels and units from
+// it, so a metric added to the hub appears here without a second list to keep in step.
+let catalog: Promise<Record<Kind, MetricInfo[]>> | null = null;
+function metricsOf(kind: Kind): Promise<MetricInfo[]> {
+  catalog ??= getJson<Record<Kind, MetricInfo[]>>("api/history/metrics");
+  return catalog.then(
+    (c) => c[kind] ?? [],
+    (e: unknown) => {
+      catalog = null; // asked again next time
+      throw e;
+    },
+  );
+}
 
 function fmtValue(u: Unit, v: number | null | undefined): string {
   if (v === null || v === undefined) return "n/a";
@@ -149,19 +165,40 @@ class ChartSet {
   private charts: Chart[] = [];
   private span = "1h";
 
-  constructor(id: string, kind: keyof typeof METRICS) {
+  private readonly note = el("p", "chartnote");
+
+  constructor(private readonly id: string, private readonly kind: Kind) {
     this.root.append(spanButtons(this.span, (s) => {
       this.span = s;
       void this.load();
     }));
-    for (const [m, label, unit] of METRICS[kind]) {
-      const c = new Chart(id, m, label, unit);
-      this.charts.push(c);
-      this.root.append(c.box);
-    }
+  }
+
+  private built: Promise<boolean> | null = null;
+
+  /** The charts, one per metric of the catalog, made once (a second load waits for it). */
+  private build(): Promise<boolean> {
+    this.built ??= (async () => {
+      try {
+        for (const m of await metricsOf(this.kind)) {
+          const c = new Chart(this.id, m.name, m.label, m.unit);
+          this.charts.push(c);
+          this.root.append(c.box);
+        }
+        this.note.remove();
+        return true;
+      } catch (e) {
+        this.built = null;
+        this.note.textContent = `history not available: ${(e as Error).message}`;
+        this.root.append(this.note);
+        return false;
+      }
+    })();
+    return this.built;
   }
 
   async load() {
+    if (!(await this.build())) return;
     const to = Date.now(), from = to - SPANS[this.span];
     const w = Math.max(260, Math.min(760, this.root.clientWidth || 600) - 8);
     await Promise.all(this.charts.map((c) => c.load(from, to, w)));

@@ -19,6 +19,7 @@ pub fn router(app: App) -> Router {
         .route("/api/live", get(live::upgrade))
         .route("/api/history", get(history::api::history))
         .route("/api/history/ids", get(history::api::ids))
+        .route("/api/history/metrics", get(history::api::metrics))
         .route("/api/usage", get(history::api::usage))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::handler))

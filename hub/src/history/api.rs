@@ -119,6 +119,12 @@ pub async fn ids(State(app): State<App>) -> Response {
     }
 }
 
+/// `GET /api/history/metrics`: every kind of id with its metrics (name, label, unit), from the
+/// catalog; the page builds its charts from it.
+pub async fn metrics() -> Response {
+    Json(super::catalog::all()).into_response()
+}
+
 /// `GET /api/usage?from=&to=[&format=csv]`
 pub async fn usage(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let (from, to) = match span(&q) {

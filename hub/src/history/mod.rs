@@ -14,6 +14,7 @@
 //! Series, their ids and metrics are described in README.md ("History").
 
 pub mod api;
+pub mod catalog;
 pub mod grpc;
 pub mod query;
 pub mod store;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::store::{StoreError, HOUR_MS, KIND_CLUSTER, KIND_GPU, KIND_HOST, KIND_USER, MINUTE_MS};
+use super::catalog::{Metric, SeriesKind};
+use super::store::{StoreError, HOUR_MS, MINUTE_MS};
 use super::Retention;
 
 /// A tier is picked when it gives at least this many points over the span.
@@ -80,37 +81,13 @@ pub enum Target {
 }
 
 impl Target {
-    fn kind(&self) -> i64 {
+    pub fn kind(&self) -> SeriesKind {
         match self {
-            Self::Host(_) => KIND_HOST,
-            Self::Gpu(_) => KIND_GPU,
-            Self::User(_) => KIND_USER,
-            Self::Cluster(_) => KIND_CLUSTER,
+            Self::Host(_) => SeriesKind::Host,
+            Self::Gpu(_) => SeriesKind::Gpu,
+            Self::User(_) => SeriesKind::User,
+            Self::Cluster(_) => SeriesKind::Cluster,
         }
-    }
-}
-
-/// The metrics of each kind of id, in column order.
-pub const HOST_METRICS: &[&str] = &["cpu", "mem_used", "load1", "disk_used"];
-pub const GPU_METRICS: &[&str] = &["util", "mem_used", "temp", "power"];
-pub const USER_METRICS: &[&str] = &["gpu_mem", "gpus"];
-pub const CLUSTER_METRICS: &[&str] = &["util", "gpus_busy", "mem_used"];
-
-fn metrics_of(kind: i64) -> &'static [&'static str] {
-    match kind {
-        KIND_HOST => HOST_METRICS,
-        KIND_GPU => GPU_METRICS,
-        KIND_USER => USER_METRICS,
-        _ => CLUSTER_METRICS,
-    }
-}
-
-/// Stored units → the API's: cpu and load1 are kept in hundredths, power in milliwatts.
-fn divisor(kind: i64, col: usize) -> f64 {
-    match (kind, col) {
-        (KIND_HOST, 0 | 2) => 100.0,
-        (KIND_GPU, 3) => 1000.0,
-        _ => 1.0,
     }
 }
 
@@ -188,27 +165,17 @@ pub fn resolve(conn: &Connection, id: &str) -> Result<Target, QueryError> {
     .ok_or_else(not_found)
 }
 
-/// The column index of `metric` for this kind of id.
-pub fn metric_column(target: &Target, metric: &str) -> Result<usize, QueryError> {
-    let list = metrics_of(target.kind());
-    list.iter().position(|m| *m == metric).ok_or_else(|| {
-        QueryError::Invalid(if metric.is_empty() {
-            format!("metric is missing; this id has: {}", list.join(", "))
-        } else {
-            format!(
-                "unknown metric {metric:?} for this id; it has: {}",
-                list.join(", ")
-            )
-        })
-    })
+/// The metric `metric` of this kind of id (its column, scale and unit: see the catalog).
+pub fn metric_of(target: &Target, metric: &str) -> Result<&'static Metric, QueryError> {
+    target.kind().metric(metric).map_err(QueryError::Invalid)
 }
 
 /// The coarsest tier that covers `from` and gives at least [`ENOUGH_POINTS`] points over the
 /// span; else the finest tier that covers `from`; else the 1-hour tier. Users and the cluster
 /// have no raw tier.
-pub fn choose_tier(kind: i64, from: i64, to: i64, now: i64, r: &Retention) -> Tier {
+pub fn choose_tier(kind: SeriesKind, from: i64, to: i64, now: i64, r: &Retention) -> Tier {
     let span = to - from;
-    let has_raw = kind == KIND_HOST || kind == KIND_GPU;
+    let has_raw = kind.has_raw();
     let covers = |t: Tier| {
         let keep = i64::try_from(t.keep(r).as_millis()).unwrap_or(i64::MAX);
         from >= now.saturating_sub(keep)
@@ -284,7 +251,8 @@ pub fn series_in_tier(
     to: i64,
     tier: Tier,
 ) -> Result<Series, QueryError> {
-    let col = metric_column(target, metric)?;
+    let m = metric_of(target, metric)?;
+    let col = m.column;
     if tier == Tier::Raw && matches!(target, Target::User(_) | Target::Cluster(_)) {
         return Err(QueryError::Invalid(
             "users and the cluster have no raw tier (1-minute buckets at the finest)".into(),
@@ -308,7 +276,7 @@ pub fn series_in_tier(
     };
     let limit = MAX_POINTS as i64 + 1;
     let table = tier.table();
-    let d = divisor(target.kind(), col);
+    let d = m.scale;
     let mut push = |t: i64, mean: Option<f64>, max: Option<f64>| {
         if out.t.len() == MAX_POINTS {
             out.truncated = true;
@@ -379,9 +347,9 @@ pub fn ids(conn: &Connection) -> Result<Ids, QueryError> {
     )?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
-        let kind: i64 = r.get(0)?;
+        let kind: SeriesKind = r.get(0)?;
         let name: String = r.get(1)?;
-        if kind == KIND_HOST {
+        if kind == SeriesKind::Host {
             out.hosts.push(name);
         } else {
             out.gpus.push(GpuId {

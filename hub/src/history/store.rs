@@ -35,12 +35,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::catalog::SeriesKind;
 use super::{Record, Retention};
-
-pub const KIND_HOST: i64 = 0;
-pub const KIND_GPU: i64 = 1;
-pub const KIND_USER: i64 = 2;
-pub const KIND_CLUSTER: i64 = 3;
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 3_600_000;
@@ -119,7 +115,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-type SeriesKey = (i64, String, String);
+type SeriesKey = (SeriesKind, String, String);
 
 /// Rows per multi-row INSERT (7 parameters each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 64;
@@ -152,7 +148,7 @@ pub struct Store {
     /// (kind, name, host) → series id
     ids: HashMap<SeriesKey, i64>,
     /// series id → (kind, uuid, label) as stored
-    meta: HashMap<i64, (i64, Option<String>, Option<String>)>,
+    meta: HashMap<i64, (SeriesKind, Option<String>, Option<String>)>,
     /// Buckets that got points since they were last rolled up: (sid, minute start).
     dirty_minutes: HashSet<(i64, i64)>,
     /// (sid, hour start), including the cluster's.
@@ -179,7 +175,7 @@ impl Store {
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
+                    r.get::<_, SeriesKind>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, Option<String>>(4)?,
@@ -188,7 +184,7 @@ impl Store {
             })?;
             for row in rows {
                 let (id, kind, name, host, uuid, label) = row?;
-                if kind == KIND_CLUSTER {
+                if kind == SeriesKind::Cluster {
                     cluster = Some(id);
                 }
                 ids.insert((kind, name, host), id);
@@ -216,7 +212,7 @@ impl Store {
 
     /// After a restart: buckets with points newer than their tier's last roll-up are dirty.
     pub fn recover_dirty(&mut self) -> Result<(), StoreError> {
-        let sids: Vec<(i64, i64)> = self.meta.iter().map(|(id, m)| (*id, m.0)).collect();
+        let sids: Vec<(i64, SeriesKind)> = self.meta.iter().map(|(id, m)| (*id, m.0)).collect();
         let mut last_m1 = self.conn.prepare("SELECT max(t) FROM m1 WHERE sid = ?1")?;
         let mut last_h1 = self.conn.prepare("SELECT max(t) FROM h1 WHERE sid = ?1")?;
         let mut raw_after = self
@@ -226,7 +222,7 @@ impl Store {
             .conn
             .prepare("SELECT DISTINCT t / 3600000 * 3600000 FROM m1 WHERE sid = ?1 AND t >= ?2")?;
         for (sid, kind) in sids {
-            if kind != KIND_CLUSTER {
+            if kind != SeriesKind::Cluster {
                 let from: Option<i64> = last_m1.query_row([sid], |r| r.get(0))?;
                 let rows = raw_after.query_map(params![sid, from.unwrap_or(0)], |r| r.get(0))?;
                 for m in rows {
@@ -244,7 +240,7 @@ impl Store {
 
     fn series(
         &mut self,
-        kind: i64,
+        kind: SeriesKind,
         name: &str,
         host: &str,
         uuid: Option<&str>,
@@ -281,7 +277,7 @@ impl Store {
             id,
             (kind, uuid.map(str::to_owned), label.map(str::to_owned)),
         );
-        if kind == KIND_CLUSTER {
+        if kind == SeriesKind::Cluster {
             self.cluster = Some(id);
         }
         Ok(id)
@@ -306,20 +302,20 @@ impl Store {
     fn insert_inner(&mut self, batch: &[Record]) -> Result<(), StoreError> {
         let mut points: Vec<(i64, i64, [Option<f64>; 5])> = Vec::with_capacity(batch.len() * 12);
         for r in batch {
-            let hid = self.series(KIND_HOST, &r.host, &r.host, None, None)?;
+            let hid = self.series(SeriesKind::Host, &r.host, &r.host, None, None)?;
             let hv = r.host_vals;
             points.push((hid, r.t, [hv[0], hv[1], hv[2], hv[3], None]));
             for g in &r.gpus {
                 let name = format!("{}/gpu{}", r.host, g.index);
                 let uuid = (!g.uuid.is_empty()).then_some(g.uuid.as_str());
                 let label = (!g.name.is_empty()).then_some(g.name.as_str());
-                let gid = self.series(KIND_GPU, &name, &r.host, uuid, label)?;
+                let gid = self.series(SeriesKind::Gpu, &name, &r.host, uuid, label)?;
                 let v = g.vals;
                 let held = Some(if g.held { 1.0 } else { 0.0 });
                 points.push((gid, r.t, [v[0], v[1], v[2], v[3], held]));
             }
             for u in &r.users {
-                let uid = self.series(KIND_USER, &u.user, &r.host, None, None)?;
+                let uid = self.series(SeriesKind::User, &u.user, &r.host, None, None)?;
                 points.push((
                     uid,
                     r.t,
@@ -373,7 +369,7 @@ impl Store {
         let cluster = if ready.is_empty() {
             None
         } else {
-            Some(self.series(KIND_CLUSTER, "cluster", "", None, None)?)
+            Some(self.series(SeriesKind::Cluster, "cluster", "", None, None)?)
         };
         self.conn.execute_batch("BEGIN")?;
         let r = self.rollup_inner(now, &ready, cluster);
@@ -412,13 +408,13 @@ impl Store {
                  FROM raw WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 60000 HAVING count(*) > 0",
             )?;
             for &(sid, m) in ready {
-                let kind = self.meta.get(&sid).map_or(KIND_HOST, |m| m.0);
-                if kind == KIND_USER {
+                let kind = self.meta.get(&sid).map_or(SeriesKind::Host, |m| m.0);
+                if kind == SeriesKind::User {
                     weighted.execute(params![sid, m])?;
                 } else {
                     plain.execute(params![sid, m])?;
                 }
-                if kind == KIND_GPU {
+                if kind == SeriesKind::Gpu {
                     gpu_minutes.insert(m);
                 }
                 self.dirty_hours
@@ -477,10 +473,10 @@ impl Store {
                  FROM m1 WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 3600000 HAVING count(*) > 0",
             )?;
             for &(sid, h) in &hours {
-                let kind = self.meta.get(&sid).map_or(KIND_HOST, |m| m.0);
+                let kind = self.meta.get(&sid).map_or(SeriesKind::Host, |m| m.0);
                 match kind {
-                    KIND_USER => weighted.execute(params![sid, h])?,
-                    KIND_CLUSTER => cluster_h.execute(params![sid, h])?,
+                    SeriesKind::User => weighted.execute(params![sid, h])?,
+                    SeriesKind::Cluster => cluster_h.execute(params![sid, h])?,
                     _ => plain.execute(params![sid, h])?,
                 };
             }
@@ -533,7 +529,7 @@ impl Store {
     }
 
     /// The series id of a GPU by its `host/gpuN` name (for tests and benchmarks).
-    pub fn sid(&self, kind: i64, name: &str, host: &str) -> Option<i64> {
+    pub fn sid(&self, kind: SeriesKind, name: &str, host: &str) -> Option<i64> {
         self.ids
             .get(&(kind, name.to_owned(), host.to_owned()))
             .copied()

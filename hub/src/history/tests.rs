@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use rusqlite::params;
 
+use super::catalog::SeriesKind;
 use super::query::{self, Tier};
-use super::store::{Store, HOUR_MS, KIND_GPU, KIND_HOST, MINUTE_MS};
+use super::store::{Store, HOUR_MS, MINUTE_MS};
 use super::{GpuRec, Record, Retention, UserRec};
 
 /// 2026-11-01 00:00:00 UTC: hour-aligned, so buckets are easy to name.
@@ -128,7 +129,7 @@ fn minute_and_hour_rollups_equal_the_mean_and_max_of_the_raw_samples() {
     st.rollup(end + HOUR_MS).expect("rollup");
     assert_eq!(st.pending(), (0, 0));
 
-    let sid = st.sid(KIND_GPU, "h/gpu1", "h").expect("gpu1");
+    let sid = st.sid(SeriesKind::Gpu, "h/gpu1", "h").expect("gpu1");
     for (table, step) in [("m1", MINUTE_MS), ("h1", HOUR_MS)] {
         let mut q = st
             .conn()
@@ -297,7 +298,7 @@ fn retention_removes_only_what_each_tier_no_longer_keeps() {
         "m1: the last 2 hours (of {m1})"
     );
     assert_eq!(count(&st, "h1"), h1);
-    let sid = st.sid(KIND_HOST, "h", "h").expect("host");
+    let sid = st.sid(SeriesKind::Host, "h", "h").expect("host");
     let oldest: i64 = st
         .conn()
         .query_row("SELECT min(t) FROM raw WHERE sid = ?1", [sid], |r| r.get(0))
@@ -317,28 +318,37 @@ fn the_tier_is_the_coarsest_with_enough_points_that_covers_from() {
         query::choose_tier(kind, now - from_age, now - from_age + span, now, &r)
     };
     // 300 minutes is the least span the 1-minute tier serves with 300 points.
-    assert_eq!(pick(KIND_GPU, 299 * min, 299 * min), Tier::Raw);
-    assert_eq!(pick(KIND_GPU, 300 * min, 300 * min), Tier::Minute);
-    assert_eq!(pick(KIND_GPU, 3600 * 1000, 3600 * 1000), Tier::Raw);
-    assert_eq!(pick(KIND_GPU, 86_400_000, 86_400_000), Tier::Minute);
-    assert_eq!(pick(KIND_GPU, 7 * 86_400_000, 7 * 86_400_000), Tier::Minute);
+    assert_eq!(pick(SeriesKind::Gpu, 299 * min, 299 * min), Tier::Raw);
+    assert_eq!(pick(SeriesKind::Gpu, 300 * min, 300 * min), Tier::Minute);
+    assert_eq!(pick(SeriesKind::Gpu, 3600 * 1000, 3600 * 1000), Tier::Raw);
+    assert_eq!(pick(SeriesKind::Gpu, 86_400_000, 86_400_000), Tier::Minute);
+    assert_eq!(
+        pick(SeriesKind::Gpu, 7 * 86_400_000, 7 * 86_400_000),
+        Tier::Minute
+    );
     // 300 hours (12.5 days) is where the hour tier takes over.
-    assert_eq!(pick(KIND_GPU, 299 * HOUR_MS, 299 * HOUR_MS), Tier::Minute);
-    assert_eq!(pick(KIND_GPU, 300 * HOUR_MS, 300 * HOUR_MS), Tier::Hour);
-    assert_eq!(pick(KIND_GPU, 30 * 86_400_000, 30 * 86_400_000), Tier::Hour);
+    assert_eq!(
+        pick(SeriesKind::Gpu, 299 * HOUR_MS, 299 * HOUR_MS),
+        Tier::Minute
+    );
+    assert_eq!(
+        pick(SeriesKind::Gpu, 300 * HOUR_MS, 300 * HOUR_MS),
+        Tier::Hour
+    );
+    assert_eq!(
+        pick(SeriesKind::Gpu, 30 * 86_400_000, 30 * 86_400_000),
+        Tier::Hour
+    );
     // Coverage: raw keeps 24 h; one millisecond older and the 1-minute tier answers.
-    assert_eq!(pick(KIND_GPU, HOUR_MS, 86_400_000), Tier::Raw);
-    assert_eq!(pick(KIND_GPU, HOUR_MS, 86_400_000 + 1), Tier::Minute);
-    assert_eq!(pick(KIND_GPU, HOUR_MS, 30 * 86_400_000 + 1), Tier::Hour);
+    assert_eq!(pick(SeriesKind::Gpu, HOUR_MS, 86_400_000), Tier::Raw);
+    assert_eq!(pick(SeriesKind::Gpu, HOUR_MS, 86_400_000 + 1), Tier::Minute);
+    assert_eq!(
+        pick(SeriesKind::Gpu, HOUR_MS, 30 * 86_400_000 + 1),
+        Tier::Hour
+    );
     // Users and the cluster have no raw tier.
-    assert_eq!(
-        pick(super::store::KIND_USER, HOUR_MS, HOUR_MS),
-        Tier::Minute
-    );
-    assert_eq!(
-        pick(super::store::KIND_CLUSTER, HOUR_MS, HOUR_MS),
-        Tier::Minute
-    );
+    assert_eq!(pick(SeriesKind::User, HOUR_MS, HOUR_MS), Tier::Minute);
+    assert_eq!(pick(SeriesKind::Cluster, HOUR_MS, HOUR_MS), Tier::Minute);
 }
 
 #[test]
@@ -432,7 +442,7 @@ fn a_reopened_store_rolls_up_what_it_had_not_rolled_up_and_resent_samples_are_ke
         .conn()
         .query_row(
             "SELECT count(*) FROM m1 WHERE sid = ?1",
-            [st.sid(KIND_GPU, "h/gpu0", "h").expect("sid")],
+            [st.sid(SeriesKind::Gpu, "h/gpu0", "h").expect("sid")],
             |r| r.get(0),
         )
         .expect("count");
@@ -441,7 +451,7 @@ fn a_reopened_store_rolls_up_what_it_had_not_rolled_up_and_resent_samples_are_ke
         .conn()
         .query_row(
             "SELECT count(*) FROM raw WHERE sid = ?1",
-            [st.sid(KIND_HOST, "h", "h").expect("sid")],
+            [st.sid(SeriesKind::Host, "h", "h").expect("sid")],
             |r| r.get(0),
         )
         .expect("count");
@@ -450,7 +460,7 @@ fn a_reopened_store_rolls_up_what_it_had_not_rolled_up_and_resent_samples_are_ke
         .conn()
         .query_row(
             "SELECT count(*) FROM h1 WHERE sid = ?1",
-            [st.sid(KIND_HOST, "h", "h").expect("sid")],
+            [st.sid(SeriesKind::Host, "h", "h").expect("sid")],
             |r| r.get(0),
         )
         .expect("count");
