@@ -10,6 +10,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_tungstenite::tungstenite;
 
 use hmonitor_common::parse::parse_bool;
 
@@ -63,23 +64,39 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// What to check when a hub's certificate is refused, from rustls' reason.
-pub fn hint(error: &str) -> Option<&'static str> {
-    let e = error.to_ascii_lowercase();
-    if !e.contains("certificate") {
+/// What to check when a hub's certificate is refused: rustls' `CertificateError`, found by
+/// type in a WebSocket connection error (tungstenite's TLS error, or the I/O error tokio-rustls
+/// wraps a handshake failure in), never by its wording. `None` for anything that is not a
+/// refused certificate.
+pub fn hint(error: &tungstenite::Error) -> Option<&'static str> {
+    let rustls_error = match error {
+        tungstenite::Error::Tls(tungstenite::error::TlsError::Rustls(e)) => Some(e.as_ref()),
+        tungstenite::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }?;
+    certificate_hint(rustls_error)
+}
+
+fn certificate_hint(e: &rustls::Error) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(cert) = e else {
         return None;
-    }
-    Some(if e.contains("unknownissuer") {
-        "the hub's certificate is not signed by a CA this agent trusts: set HMON_CA to the CA's \
-         PEM file, or install the CA in the system's store"
-    } else if e.contains("expired") {
-        "the hub's certificate has expired: renew it"
-    } else if e.contains("not valid yet") || e.contains("notvalidyet") {
-        "the hub's certificate is not valid yet: check both machines' clocks"
-    } else if e.contains("not valid for name") || e.contains("notvalidforname") {
-        "the hub's certificate does not name the host in HMON_HUB: use a name it lists"
-    } else {
-        "the hub's TLS certificate was refused"
+    };
+    Some(match cert {
+        C::UnknownIssuer => {
+            "the hub's certificate is not signed by a CA this agent trusts: set HMON_CA to the \
+             CA's PEM file, or install the CA in the system's store"
+        }
+        C::Expired | C::ExpiredContext { .. } => "the hub's certificate has expired: renew it",
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the hub's certificate is not valid yet: check both machines' clocks"
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the hub's certificate does not name the host in HMON_HUB: use a name it lists"
+        }
+        _ => "the hub's TLS certificate was refused",
     })
 }
 
@@ -216,12 +233,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refused_certificates_get_a_hint_and_other_errors_none() {
-        let h = |s| hint(s).unwrap_or("");
-        assert!(h("IO error: invalid peer certificate: UnknownIssuer").contains("HMON_CA"));
-        assert!(h("invalid peer certificate: certificate expired: …").contains("renew"));
-        assert!(h("certificate not valid for name \"x\"").contains("HMON_HUB"));
-        assert_eq!(hint("HTTP error: 401 Unauthorized"), None);
-        assert_eq!(hint("Connection refused (os error 111)"), None);
+    fn refused_certificates_get_a_hint_by_type_and_other_errors_none() {
+        use rustls::CertificateError as C;
+        // As tokio-rustls hands a failed handshake over: an I/O error around rustls' own.
+        let wrapped = |c: C| {
+            tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            ))
+        };
+        let h = |e: tungstenite::Error| hint(&e).unwrap_or("");
+        assert!(h(wrapped(C::UnknownIssuer)).contains("HMON_CA"));
+        assert!(h(wrapped(C::Expired)).contains("renew"));
+        assert!(h(wrapped(C::NotValidForName)).contains("HMON_HUB"));
+        assert!(h(wrapped(C::NotValidYet)).contains("clocks"));
+        let direct = tungstenite::Error::Tls(tungstenite::error::TlsError::Rustls(Box::new(
+            rustls::Error::InvalidCertificate(C::Revoked),
+        )));
+        assert_eq!(h(direct), "the hub's TLS certificate was refused");
+        // A message that merely mentions certificates is not a refused one.
+        let io = std::io::Error::other("certificate expired: UnknownIssuer");
+        assert_eq!(hint(&tungstenite::Error::Io(io)), None);
+        assert_eq!(
+            hint(&tungstenite::Error::ConnectionClosed),
+            None,
+            "not a certificate"
+        );
     }
 }

@@ -329,7 +329,7 @@ pub(super) async fn connect(hub: &HubUrl, shared: &Shared) -> Result<Ws, ConnErr
         Some(connector),
     )
     .await
-    .map_err(|e| match crate::tls::hint(&e.to_string()) {
+    .map_err(|e| match crate::tls::hint(&e) {
         Some(hint) => ConnError::Certificate(e, hint),
         None => ConnError::Ws(e),
     })?;
