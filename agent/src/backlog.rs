@@ -288,26 +288,30 @@ pub fn as_backfill(frame: &Bytes) -> Option<Bytes> {
     Some(Bytes::from(msg.encode_to_vec()))
 }
 
+/// A live snapshot without a report, as tests of the backlog and of backfill need one.
+#[cfg(test)]
+pub(crate) fn test_entry(seq: u64, sample_ms: u64) -> Entry {
+    let msg = AgentMessage {
+        msg: Some(agent_message::Msg::Snapshot(hmonitor_proto::Snapshot {
+            seq,
+            sample_ms,
+            info: None,
+            backfill: false,
+        })),
+    };
+    Entry {
+        seq,
+        sample_ms,
+        frame: Bytes::from(msg.encode_to_vec()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use hmonitor_proto::Snapshot;
-
     use super::*;
 
     fn entry(seq: u64, sample_ms: u64) -> Entry {
-        let msg = AgentMessage {
-            msg: Some(agent_message::Msg::Snapshot(Snapshot {
-                seq,
-                sample_ms,
-                info: None,
-                backfill: false,
-            })),
-        };
-        Entry {
-            seq,
-            sample_ms,
-            frame: Bytes::from(msg.encode_to_vec()),
-        }
+        test_entry(seq, sample_ms)
     }
 
     #[test]

@@ -178,11 +178,10 @@ impl InFlight {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use hmonitor_proto::{agent_message, unix_ms, AgentMessage, Snapshot};
+    use hmonitor_proto::{agent_message, unix_ms, AgentMessage};
     use prost::Message as _;
 
     use super::*;
-    use crate::backlog::Entry;
 
     fn backlog(seqs: std::ops::RangeInclusive<u64>) -> Arc<Backlog> {
         let b = Arc::new(Backlog::new(Duration::from_secs(3600), 64 << 20, None));
@@ -193,20 +192,7 @@ mod tests {
     }
 
     fn push(b: &Backlog, seq: u64) {
-        let sample_ms = unix_ms(SystemTime::now());
-        let msg = AgentMessage {
-            msg: Some(agent_message::Msg::Snapshot(Snapshot {
-                seq,
-                sample_ms,
-                info: None,
-                backfill: false,
-            })),
-        };
-        b.push(Entry {
-            seq,
-            sample_ms,
-            frame: msg.encode_to_vec().into(),
-        });
+        b.push(backlog::test_entry(seq, unix_ms(SystemTime::now())));
     }
 
     /// The seq of a backfill frame; panics unless it is one.

@@ -5,6 +5,7 @@
 //!
 //! A dev-dependency only: nothing here is built into `hmonitor` or `hmonitor-hub`.
 
+pub mod http;
 pub mod proc;
 pub mod scenario;
 pub mod wait;

@@ -6,8 +6,5 @@ mod once;
 mod pull;
 mod push;
 
-/// A client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
-pub mod seed {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/seed/gpu.rs"));
-}
+/// The client generated from the seed's original gpu.proto (agent/tests/seed/gpu.proto).
+pub use hmonitor_testkit::seed;

@@ -17,7 +17,8 @@ use crate::harness::*;
 
 /// A blocking HTTP/1.1 GET: (status line and headers, body).
 fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (String, String) {
-    try_http_get(addr, path, headers).expect("connect")
+    let r = hmonitor_testkit::http::get(addr, path, headers);
+    (r.head, r.body)
 }
 
 /// [`http_get`], `None` when nothing listens (yet).
@@ -26,22 +27,7 @@ fn try_http_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    Some(match text.split_once("\r\n\r\n") {
-        Some((h, b)) => (h.to_owned(), b.to_owned()),
-        None => (text, String::new()),
-    })
+    hmonitor_testkit::http::try_get(addr, path, headers).map(|r| (r.head, r.body))
 }
 
 /// A child process killed when dropped.

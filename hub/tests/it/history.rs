@@ -21,28 +21,9 @@ pub fn now_ms() -> i64 {
 
 /// A plain HTTP GET: (status, headers, body).
 pub async fn http_get(url: &str) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .expect("path");
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (status, head.to_owned(), body.to_owned())
+    let (addr, path) = hmonitor_testkit::http::split_url(url);
+    let r = hmonitor_testkit::http::get_async(addr, &path, &[]).await;
+    (r.status, r.head, r.body)
 }
 
 pub async fn get_json(url: &str) -> (u16, Value) {

@@ -43,31 +43,15 @@ fn hub_config(data: &std::path::Path) -> HubConfig {
     }
 }
 
-/// A GET with extra header lines: (status, body).
-async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (status, body.to_owned())
+/// A GET with extra headers: (status, body).
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let r = hmonitor_testkit::http::get_async(addr, path, headers).await;
+    (r.status, r.body)
 }
 
 async fn status_of(addr: SocketAddr, id: &str) -> Option<String> {
-    let (code, body) = get(
-        addr,
-        "/api/hosts",
-        &format!("Authorization: Bearer {AWKWARD}\r\n"),
-    )
-    .await;
+    let bearer = format!("Bearer {AWKWARD}");
+    let (code, body) = get(addr, "/api/hosts", &[("Authorization", &bearer)]).await;
     assert_eq!(code, 200, "{body}");
     let hosts: serde_json::Value = serde_json::from_str(&body).expect("json");
     hosts
@@ -141,19 +125,24 @@ async fn hub_and_agent_in_process_on_port_zero_with_an_awkward_token_then_both_s
 
     // Every way a viewer can present the token takes it; a wrong or missing one is refused.
     let q = format!("/api/hosts?token={}", encoded(AWKWARD));
-    assert_eq!(get(http, &q, "").await.0, 200, "?token= percent-encoded");
-    let cookie = format!("Cookie: theme=dark; hmon_token={}\r\n", encoded(AWKWARD));
+    assert_eq!(get(http, &q, &[]).await.0, 200, "?token= percent-encoded");
+    let cookie = format!("theme=dark; hmon_token={}", encoded(AWKWARD));
+    let cookie = [("Cookie", cookie.as_str())];
     assert_eq!(get(http, "/api/hosts", &cookie).await.0, 200, "cookie");
-    assert_eq!(get(http, "/api/hosts", "").await.0, 401, "no token");
+    assert_eq!(get(http, "/api/hosts", &[]).await.0, 401, "no token");
     // Undecoded, the '%e' and '&' would cut it short: this is not the token.
     assert_eq!(
-        get(http, &format!("/api/hosts?token={AWKWARD}"), "")
+        get(http, &format!("/api/hosts?token={AWKWARD}"), &[])
             .await
             .0,
         401
     );
-    let wrong = format!("Cookie: hmon_token={}\r\n", encoded("a+b/c=d%e&f;h"));
-    assert_eq!(get(http, "/api/hosts", &wrong).await.0, 401, "wrong cookie");
+    let wrong = format!("hmon_token={}", encoded("a+b/c=d%e&f;h"));
+    assert_eq!(
+        get(http, "/api/hosts", &[("Cookie", &wrong)]).await.0,
+        401,
+        "wrong cookie"
+    );
 
     // The gRPC facade (RequestInfo.token) and the agent's own pull API take it too.
     for (addr, id) in [(grpc, "inproc"), (pull, "")] {
