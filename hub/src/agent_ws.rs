@@ -334,9 +334,15 @@ async fn stream(
                 hub.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
                 let mut info = s.info.unwrap_or_default();
                 info.id = id.to_owned();
-                if let Some(reason) =
-                    history::record_pushed(hub, id, s.seq, s.sample_ms, interval, &info, &committed)
-                {
+                if let Some(reason) = history::record_pushed(
+                    hub.history(),
+                    id,
+                    s.seq,
+                    s.sample_ms,
+                    interval,
+                    &info,
+                    &committed,
+                ) {
                     return Close::TryAgain(reason);
                 }
                 // Backfilled samples are for history, never for live views.

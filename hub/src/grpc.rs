@@ -118,7 +118,10 @@ pub async fn serve(
             hub.clone(),
             viewer_token.clone(),
         )))
-        .add_service(HistoryServer::new(HistoryFacade::new(hub, viewer_token)))
+        .add_service(HistoryServer::new(HistoryFacade::new(
+            hub.history().cloned(),
+            viewer_token,
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -10,17 +10,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::{agent_ws, assets, history, live, App};
+use crate::{agent_ws, assets, history_api, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
         .route("/", get(assets::index))
         .route("/api/hosts", get(hosts))
         .route("/api/live", get(live::upgrade))
-        .route("/api/history", get(history::api::history))
-        .route("/api/history/ids", get(history::api::ids))
-        .route("/api/history/metrics", get(history::api::metrics))
-        .route("/api/usage", get(history::api::usage))
+        .route("/api/history", get(history_api::history))
+        .route("/api/history/ids", get(history_api::ids))
+        .route("/api/history/metrics", get(history_api::metrics))
+        .route("/api/usage", get(history_api::usage))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::handler))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));

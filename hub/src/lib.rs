@@ -8,6 +8,7 @@ pub mod config;
 pub mod enrollment;
 pub mod grpc;
 pub mod history;
+pub mod history_api;
 pub mod http;
 pub mod limits;
 pub mod live;

@@ -64,7 +64,7 @@ impl LocalAgent {
         loop {
             seq += 1;
             let info = self.sampler.report();
-            crate::history::record_unacked(&self.hub, &self.id, self.interval, &info);
+            crate::history::record_unacked(self.hub.history(), &self.id, self.interval, &info);
             if !self.hub.ingest(&self.id, self.conn, seq, info) {
                 tracing::warn!(
                     "local agent {}: the host id was taken over; stopping",

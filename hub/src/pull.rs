@@ -139,7 +139,7 @@ async fn poll_target(
                     }
                 }
                 seq += 1;
-                crate::history::record_unacked(&hub, id, interval, &info);
+                crate::history::record_unacked(hub.history(), id, interval, &info);
                 if hub.ingest(id, conn, seq, info) {
                     if seen != Seen::Up {
                         tracing::info!("pull target {id} ({addr}) is up");

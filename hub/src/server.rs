@@ -17,12 +17,12 @@ use hmonitor_common::run::Stop;
 use tokio::net::TcpListener;
 
 use crate::agent_ws::AgentAuth;
-use crate::config::{ConfigError, HubConfig};
+use crate::config::HubConfig;
 use crate::history::{History, StoreError};
 use crate::limits::PerAddrListener;
 use crate::local::LocalAgent;
 use crate::state::Hub;
-use crate::tls::TlsListener;
+use crate::tls::{TlsError, TlsListener};
 use crate::{grpc, http, pull, App};
 
 /// How long a stopping hub waits for agent and browser sessions to say goodbye (each is sent
@@ -41,7 +41,7 @@ pub enum ServeError {
     #[error("cannot open the history store: {0}")]
     History(#[from] StoreError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Tls(#[from] TlsError),
     #[error("cannot start the local agent: {0}")]
     LocalAgent(String),
     #[error("HTTP server failed: {0}")]

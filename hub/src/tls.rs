@@ -16,8 +16,12 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ConfigError;
 use crate::limits::{Counted, DeployArgs, PerAddrListener};
+
+/// A TLS setting that cannot be used: the message names the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(pub String);
 
 /// A TLS handshake not finished within this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,36 +43,36 @@ impl TlsFiles {
         args: &DeployArgs,
         file_cert: Option<PathBuf>,
         file_key: Option<PathBuf>,
-    ) -> Result<Option<Self>, ConfigError> {
+    ) -> Result<Option<Self>, TlsError> {
         let cert = args.tls_cert.clone().or(file_cert);
         let key = args.tls_key.clone().or(file_key);
         match (cert, key) {
             (Some(cert), Some(key)) => Ok(Some(Self { cert, key })),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(ConfigError::Tls(
+            (Some(_), None) => Err(TlsError(
                 "tls_cert is set but tls_key is not: both or neither".into(),
             )),
-            (None, Some(_)) => Err(ConfigError::Tls(
+            (None, Some(_)) => Err(TlsError(
                 "tls_key is set but tls_cert is not: both or neither".into(),
             )),
         }
     }
 
-    fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
-        std::fs::read(path).map_err(|e| ConfigError::Tls(format!("{what} {}: {e}", path.display())))
+    fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
+        std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
     }
 
     /// The rustls server configuration (HTTP/1.1 only: WebSockets upgrade over HTTP/1.1).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let (certs, key) = self.parse()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError::Tls(e.to_string()))?
+            .map_err(|e| TlsError(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| {
-                ConfigError::Tls(format!(
+                TlsError(format!(
                     "{} and {} do not make a usable certificate: {e}",
                     self.cert.display(),
                     self.key.display()
@@ -79,20 +83,20 @@ impl TlsFiles {
         Ok(Arc::new(cfg))
     }
 
-    fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+    fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let pem = Self::read(&self.cert, "certificate")?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::Tls(format!("certificate {}: {e}", self.cert.display())))?;
+            .map_err(|e| TlsError(format!("certificate {}: {e}", self.cert.display())))?;
         if certs.is_empty() {
-            return Err(ConfigError::Tls(format!(
+            return Err(TlsError(format!(
                 "certificate {}: no PEM CERTIFICATE block",
                 self.cert.display()
             )));
         }
         let pem = Self::read(&self.key, "key")?;
         let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-            ConfigError::Tls(format!(
+            TlsError(format!(
                 "key {}: {e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)",
                 self.key.display()
             ))
@@ -101,7 +105,7 @@ impl TlsFiles {
     }
 
     /// The gRPC facade's TLS identity (tonic loads the same PEM files).
-    pub fn grpc_config(&self) -> Result<tonic::transport::ServerTlsConfig, ConfigError> {
+    pub fn grpc_config(&self) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
         // Parse first, for the same clear errors as the HTTP side.
         self.parse()?;
         let cert = Self::read(&self.cert, "certificate")?;
@@ -178,15 +182,15 @@ impl axum::serve::Listener for TlsListener {
 static PULL_CA: std::sync::OnceLock<tonic::transport::Certificate> = std::sync::OnceLock::new();
 
 /// Reads `--pull-ca` once at start, so that a bad file stops the hub with a clear message.
-pub fn init_pull_ca(path: Option<&Path>) -> Result<(), ConfigError> {
+pub fn init_pull_ca(path: Option<&Path>) -> Result<(), TlsError> {
     let Some(path) = path else { return Ok(()) };
     let pem = TlsFiles::read(path, "pull CA")?;
     let n = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::Tls(format!("pull CA {}: {e}", path.display())))?
+        .map_err(|e| TlsError(format!("pull CA {}: {e}", path.display())))?
         .len();
     if n == 0 {
-        return Err(ConfigError::Tls(format!(
+        return Err(TlsError(format!(
             "pull CA {}: no PEM CERTIFICATE block",
             path.display()
         )));

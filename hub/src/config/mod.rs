@@ -225,8 +225,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Enrollment(#[from] EnrollmentError),
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("history retention: {0}")]
     History(String),
 }

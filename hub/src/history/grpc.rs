@@ -18,17 +18,18 @@ use hmonitor_proto::{unix_ms, HistReq, HistResp};
 use tonic::{Request, Response, Status};
 
 use super::query::{self, QueryError};
-use crate::state::Hub;
+use super::History;
 
 pub struct HistoryFacade {
-    hub: Arc<Hub>,
+    /// `None`: this hub keeps no history.
+    history: Option<Arc<History>>,
     viewers: TokenGate,
 }
 
 impl HistoryFacade {
-    pub fn new(hub: Arc<Hub>, viewer_token: Option<String>) -> Self {
+    pub fn new(history: Option<Arc<History>>, viewer_token: Option<String>) -> Self {
         Self {
-            hub,
+            history,
             viewers: TokenGate::new(viewer_token),
         }
     }
@@ -55,7 +56,7 @@ impl HistoryService for HistoryFacade {
                 "viewer token missing or wrong (send metadata authorization: Bearer <token>)",
             ));
         }
-        let Some(history) = self.hub.history().cloned() else {
+        let Some(history) = self.history.clone() else {
             return Err(Status::unavailable("this hub keeps no history"));
         };
         let r = req.into_inner();

@@ -13,7 +13,6 @@
 //!
 //! Series, their ids and metrics are described in README.md ("History").
 
-pub mod api;
 pub mod catalog;
 pub mod grpc;
 pub mod query;
@@ -151,7 +150,7 @@ impl Acker {
 /// Queues a pushed sample for history, to be acknowledged once stored. Returns why the
 /// connection must close when it cannot be queued (the agent then resends it).
 pub fn record_pushed(
-    hub: &crate::state::Hub,
+    history: Option<&Arc<History>>,
     id: &str,
     seq: u64,
     sample_ms: u64,
@@ -163,7 +162,7 @@ pub fn record_pushed(
         committed: committed.clone(),
         seq,
     };
-    let Some(history) = hub.history() else {
+    let Some(history) = history else {
         // No history kept: nothing to wait for.
         ack.stored();
         return None;
@@ -181,8 +180,13 @@ pub fn record_pushed(
 
 /// Queues a sample that needs no acknowledgement (pull targets, the local agent). A full queue
 /// loses it: those sources keep no backlog.
-pub fn record_unacked(hub: &crate::state::Hub, id: &str, interval: Duration, info: &HostInfo) {
-    if let Some(history) = hub.history() {
+pub fn record_unacked(
+    history: Option<&Arc<History>>,
+    id: &str,
+    interval: Duration,
+    info: &HostInfo,
+) {
+    if let Some(history) = history {
         if let Err(e) = history.try_record(Record::from_info(id, 0, interval, info)) {
             tracing::debug!("host {id}: sample not kept in history: {e}");
         }

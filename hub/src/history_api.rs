@@ -12,8 +12,8 @@ use axum::Json;
 use hmonitor_proto::unix_ms;
 use serde_json::json;
 
-use super::query::{self, QueryError};
-use super::History;
+use crate::history::query::{self, QueryError};
+use crate::history::History;
 use crate::App;
 
 /// How long one query may take before the caller gets an error (the query itself finishes on
@@ -122,7 +122,7 @@ pub async fn ids(State(app): State<App>) -> Response {
 /// `GET /api/history/metrics`: every kind of id with its metrics (name, label, unit), from the
 /// catalog; the page builds its charts from it.
 pub async fn metrics() -> Response {
-    Json(super::catalog::all()).into_response()
+    Json(crate::history::catalog::all()).into_response()
 }
 
 /// `GET /api/usage?from=&to=[&format=csv]`
