@@ -19,7 +19,6 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     raise_fd_limit();
     let (cfg, generated) = config::load(&args, std::env::var_os("STATE_DIRECTORY"))?;
-    hmonitor_hub::tls::init_pull_ca(args.deploy.pull_ca.as_deref())?;
     let server = server::bind(cfg).await?;
     if let Some(g) = generated {
         // Deliberately on stdout and only once: the log never carries a token.

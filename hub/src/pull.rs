@@ -32,6 +32,7 @@ pub fn spawn_pollers(
     targets: Vec<PullTarget>,
     interval: Duration,
     max_frame_bytes: usize,
+    ca: Option<tonic::transport::Certificate>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     targets
@@ -42,6 +43,7 @@ pub fn spawn_pollers(
                 target,
                 interval,
                 max_frame_bytes,
+                ca.clone(),
                 shutdown.clone(),
             ))
         })
@@ -61,11 +63,12 @@ async fn poll_target(
     target: PullTarget,
     interval: Duration,
     max_frame_bytes: usize,
+    ca: Option<tonic::transport::Certificate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let id = target.id.as_str();
     let addr = target.addr.as_str();
-    let endpoint = match crate::tls::pull_endpoint(addr) {
+    let endpoint = match crate::tls::pull_endpoint(addr, ca.as_ref()) {
         Ok(e) => e
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(interval.max(MIN_REQUEST_TIMEOUT)),
@@ -292,6 +295,7 @@ mod tests {
             vec![target("node7", live, None), target("dead", dead, None)],
             Duration::from_millis(200),
             1 << 20,
+            None,
             rx,
         );
         wait_for("node7 up", Duration::from_secs(10), || {
@@ -330,6 +334,7 @@ mod tests {
             vec![target("slow", slow, None), target("fast", fast, None)],
             Duration::from_millis(100),
             1 << 20,
+            None,
             rx,
         );
         wait_for("five reports from fast", Duration::from_secs(5), || {
@@ -356,6 +361,7 @@ mod tests {
             vec![target("a", addr, None), target("late", late, None)],
             Duration::from_millis(100),
             1 << 20,
+            None,
             rx,
         );
         wait_for("a up", Duration::from_secs(10), || {
@@ -413,6 +419,7 @@ mod tests {
             ],
             Duration::from_millis(100),
             1 << 20,
+            None,
             rx,
         );
         wait_for("right up", Duration::from_secs(10), || {
@@ -437,6 +444,7 @@ mod tests {
             vec![target("big", addr, None)],
             Duration::from_millis(100),
             4096,
+            None,
             rx,
         );
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -59,6 +59,7 @@ pub struct Server {
     grpc: Option<(TcpListener, Option<tonic::transport::ServerTlsConfig>)>,
     grpc_addr: Option<SocketAddr>,
     local: Option<LocalAgent>,
+    pull_ca: Option<tonic::transport::Certificate>,
 }
 
 /// Opens the history store, checks the TLS files, binds the HTTP (and gRPC) listener and
@@ -79,6 +80,7 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
     });
 
     let http_tls = cfg.tls.as_ref().map(|t| t.server_config()).transpose()?;
+    let pull_ca = crate::tls::read_pull_ca(cfg.pull_ca.as_deref())?;
     let http = listen(cfg.listen, "--listen").await?;
     let http_addr = local_addr(&http, cfg.listen, "--listen")?;
     let grpc = match cfg.grpc_listen {
@@ -119,6 +121,7 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
         grpc,
         grpc_addr,
         local,
+        pull_ca,
     })
 }
 
@@ -177,6 +180,7 @@ impl Server {
             grpc,
             grpc_addr,
             local,
+            pull_ca,
         } = self;
         let cfg = app.cfg.clone();
         let hub = app.hub.clone();
@@ -225,6 +229,7 @@ impl Server {
             cfg.pull_targets.clone(),
             cfg.interval,
             cfg.max_frame_bytes,
+            pull_ca,
             stop.watch(),
         );
         let pollers = async move {

@@ -178,12 +178,12 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The CA for https:// pull targets (`--pull-ca`); unset: the system's store.
-static PULL_CA: std::sync::OnceLock<tonic::transport::Certificate> = std::sync::OnceLock::new();
-
-/// Reads `--pull-ca` once at start, so that a bad file stops the hub with a clear message.
-pub fn init_pull_ca(path: Option<&Path>) -> Result<(), TlsError> {
-    let Some(path) = path else { return Ok(()) };
+/// Reads the CA for https:// pull targets (`--pull-ca`) once, at start, so that a bad file
+/// stops the hub with a clear message; `None`: the system's store.
+pub fn read_pull_ca(
+    path: Option<&Path>,
+) -> Result<Option<tonic::transport::Certificate>, TlsError> {
+    let Some(path) = path else { return Ok(None) };
     let pem = TlsFiles::read(path, "pull CA")?;
     let n = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -195,17 +195,19 @@ pub fn init_pull_ca(path: Option<&Path>) -> Result<(), TlsError> {
             path.display()
         )));
     }
-    let _ = PULL_CA.set(tonic::transport::Certificate::from_pem(pem));
-    Ok(())
+    Ok(Some(tonic::transport::Certificate::from_pem(pem)))
 }
 
 /// The gRPC endpoint of a pull target: `host:port` in plain HTTP/2, `https://host:port` over
-/// TLS, checked against `--pull-ca` or the system's store.
-pub fn pull_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+/// TLS, checked against `ca` (`--pull-ca`) or the system's store.
+pub fn pull_endpoint(
+    addr: &str,
+    ca: Option<&tonic::transport::Certificate>,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
     if !addr.starts_with("https://") {
         return tonic::transport::Endpoint::from_shared(format!("http://{addr}"));
     }
-    let tls = match PULL_CA.get() {
+    let tls = match ca {
         Some(ca) => tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()),
         None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
     };

@@ -96,6 +96,9 @@ pub struct HubConfig {
     pub local_agent: LocalAgent,
     /// Per-address connections, per-agent frame rate.
     pub limits: crate::limits::Limits,
+    /// CA certificate(s) that https:// pull targets must chain to (`--pull-ca`); none: the
+    /// system's store.
+    pub pull_ca: Option<PathBuf>,
     /// Serve HTTPS/WSS and TLS gRPC from this certificate chain and key (PEM).
     pub tls: Option<crate::tls::TlsFiles>,
     /// How long each history tier keeps its points.
@@ -133,6 +136,7 @@ impl Default for HubConfig {
             browser_write_timeout: Duration::from_secs(5),
             local_agent: LocalAgent::default(),
             limits: crate::limits::Limits::default(),
+            pull_ca: None,
             tls: None,
             history: crate::history::Retention::default(),
             sources: Vec::new(),
@@ -158,6 +162,7 @@ impl fmt::Debug for HubConfig {
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("local_agent", &self.local_agent)
             .field("limits", &self.limits)
+            .field("pull_ca", &self.pull_ca)
             .field("tls", &self.tls)
             .field("history", &self.history)
             .field("sources", &self.sources)

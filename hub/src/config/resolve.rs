@@ -182,6 +182,7 @@ pub fn resolve(
             f.max_conns_per_addr,
             f.max_agent_frames_per_sec.map(std::num::NonZeroU32::get),
         ),
+        pull_ca: args.deploy.pull_ca.clone(),
         tls: crate::tls::TlsFiles::resolve(
             &args.deploy,
             f.tls_cert
