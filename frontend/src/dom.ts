@@ -46,14 +46,22 @@ export function show(e: HTMLElement, on: boolean) {
   if (e.hidden === on) e.hidden = !on;
 }
 
+/**
+ * Sets an element's width when it changed, through the CSSOM: the hub's Content-Security-Policy
+ * (`style-src 'self'`) blocks style attributes, not style properties.
+ */
+function width(e: HTMLElement, v: string) {
+  if (e.style.width !== v) e.style.width = v;
+}
+
 /** A used/total bar; `frac` undefined = unavailable (striped, no fill). */
 export function bar(e: HTMLElement, fill: HTMLElement, frac: number | undefined, warnAt?: number) {
   if (frac === undefined) {
     cls(e, "bar na");
-    attr(fill, "style", "width:0");
+    width(fill, "0px");
     return;
   }
   const w = Math.max(0, Math.min(100, frac * 100));
   cls(e, warnAt !== undefined && frac >= warnAt ? "bar warn" : "bar");
-  attr(fill, "style", `width:${w.toFixed(1)}%`);
+  width(fill, `${w.toFixed(1)}%`);
 }

@@ -25,6 +25,10 @@ const MAX_VIEWS_PER_FRAME = { cards: 1, table: 4 };
 /** Most GPU rows of a card drawn per animation frame: an 8-GPU card takes two frames. */
 const ROWS_PER_FRAME = 4;
 
+// The filters act as they change; the form is never submitted (no inline handler: the hub's
+// Content-Security-Policy allows no inline script).
+$("filters").addEventListener("submit", (e) => e.preventDefault());
+
 const token = params.get("token");
 if (token) {
   // So that later requests (the socket, API calls) carry it without the URL.

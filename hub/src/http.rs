@@ -31,6 +31,12 @@ pub fn router(app: App) -> Router {
         // gate), and a browser sends no `?token=` with them.
         .route("/assets/{*path}", get(assets::asset))
         .merge(viewers)
+        // Outermost first: every response gets the headers, every request the origin check.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::guard::origin_and_host,
+        ))
+        .layer(middleware::from_fn(crate::guard::security_headers))
         .with_state(app)
 }
 

@@ -7,6 +7,7 @@ pub mod close;
 pub mod config;
 pub mod enrollment;
 pub mod grpc;
+pub mod guard;
 pub mod history;
 pub mod history_api;
 pub mod http;

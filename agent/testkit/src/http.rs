@@ -15,8 +15,12 @@ pub struct Reply {
     pub body: String,
 }
 
+/// The request; `Host` is the address unless `headers` name one.
 fn request(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -11,7 +11,7 @@ use hmonitor_common::allow::Allowlist;
 use hmonitor_common::parse::{parse_bool, parse_duration};
 
 use super::redacted;
-use super::values::{parse_flag_token, parse_frame_bytes};
+use super::values::{parse_flag_token, parse_frame_bytes, parse_host_name, parse_origin};
 
 #[derive(Clone, Default, Parser)]
 #[command(
@@ -62,6 +62,16 @@ pub struct Args {
     /// Token browsers and API clients must present [default: none needed].
     #[arg(long, env = "HMON_VIEWER_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
     pub viewer_token: Option<String>,
+
+    /// Origins besides the hub's own whose pages may use the API and the live feed,
+    /// comma-separated `scheme://host[:port]` [default: none; the hub's own origin always may].
+    #[arg(long, env = "HMON_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin, value_name = "ORIGINS")]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// The only Host names requests may carry, comma-separated (against DNS rebinding)
+    /// [default: any].
+    #[arg(long, env = "HMON_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_host_name, value_name = "HOSTS")]
+    pub allowed_hosts: Option<Vec<String>>,
 
     /// Largest agent frame accepted, in bytes (or with KiB/MiB), 1 KiB to 64 MiB [default: 1MiB].
     #[arg(long, env = "HMON_MAX_FRAME_BYTES", value_parser = parse_frame_bytes, value_name = "BYTES")]
@@ -139,6 +149,8 @@ impl fmt::Debug for Args {
             .field("token", &redacted(&self.token))
             .field("viewer_allow", &self.viewer_allow)
             .field("viewer_token", &redacted(&self.viewer_token))
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("local_agent", &self.local_agent)
             .field("local_agent_id", &self.local_agent_id)

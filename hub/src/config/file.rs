@@ -15,7 +15,9 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::{check_pull_addr, parse_frame_bytes, parse_token};
+use super::values::{
+    check_pull_addr, parse_frame_bytes, parse_host_name, parse_origin, parse_token,
+};
 use super::{ConfigError, MAX_CONFIG_BYTES};
 use crate::state::valid_host_id;
 
@@ -120,6 +122,8 @@ pub(super) struct FileConfig {
     pub(super) enrollment_token: Option<Token>,
     pub(super) viewer_allow: Option<AllowValue>,
     pub(super) viewer_token: Option<Token>,
+    pub(super) allowed_origins: Option<Vec<Origin>>,
+    pub(super) allowed_hosts: Option<Vec<HostName>>,
     pub(super) max_frame_bytes: Option<FrameBytes>,
     pub(super) browser_write_timeout: Option<DurationValue>,
     pub(super) local_agent: Option<LocalAgentValue>,
@@ -318,5 +322,27 @@ impl<'de> Deserialize<'de> for LocalAgentValue {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// An origin that passed [`parse_origin`].
+#[derive(Debug, Clone)]
+pub(super) struct Origin(pub(super) String);
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_origin(&s).map(Self).map_err(de::Error::custom)
+    }
+}
+
+/// A host name that passed [`parse_host_name`].
+#[derive(Debug, Clone)]
+pub(super) struct HostName(pub(super) String);
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_host_name(&s).map(Self).map_err(de::Error::custom)
     }
 }

@@ -89,6 +89,11 @@ pub struct HubConfig {
     pub viewer_allow: Allowlist,
     /// When set, browsers and API clients must present it.
     pub viewer_token: Option<String>,
+    /// Origins besides the hub's own whose pages may use the API and the live feed
+    /// (`scheme://host[:port]`); any other cross-site `Origin` is refused.
+    pub allowed_origins: Vec<String>,
+    /// When not empty, the only `Host` names requests may carry (against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     pub max_frame_bytes: usize,
     /// A browser that cannot take a frame within this is dropped (it may reconnect).
     pub browser_write_timeout: Duration,
@@ -132,6 +137,8 @@ impl Default for HubConfig {
             pull_targets: Vec::new(),
             viewer_allow: Allowlist::everyone(),
             viewer_token: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME,
             browser_write_timeout: Duration::from_secs(5),
             local_agent: LocalAgent::default(),
@@ -158,6 +165,8 @@ impl fmt::Debug for HubConfig {
             .field("pull_targets", &self.pull_targets)
             .field("viewer_allow", &self.viewer_allow.to_string())
             .field("viewer_token", &redacted(&self.viewer_token))
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("local_agent", &self.local_agent)

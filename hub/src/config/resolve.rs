@@ -168,6 +168,20 @@ pub fn resolve(
             .clone()
             .filter(|t| !t.is_empty())
             .or_else(|| f.viewer_token.as_ref().map(|t| t.0.clone())),
+        allowed_origins: args.allowed_origins.clone().unwrap_or_else(|| {
+            f.allowed_origins
+                .iter()
+                .flatten()
+                .map(|o| o.0.clone())
+                .collect()
+        }),
+        allowed_hosts: args.allowed_hosts.clone().unwrap_or_else(|| {
+            f.allowed_hosts
+                .iter()
+                .flatten()
+                .map(|h| h.0.clone())
+                .collect()
+        }),
         max_frame_bytes: args
             .max_frame_bytes
             .or(f.max_frame_bytes.as_ref().map(|b| b.0))

@@ -693,3 +693,30 @@ fn the_local_agent_reads_no_agent_variable() {
         );
     }
 }
+
+#[test]
+fn allowed_origins_and_hosts_from_flags_or_file_and_bad_ones_named() {
+    let c = file("allowed_origins = [\"https://Grafana.lab/\"]\nallowed_hosts = [\"hub.lab\", \"10.0.0.5\"]\n");
+    let cfg = resolve(&args(&[]), Some(&c), None).expect("resolves");
+    assert_eq!(cfg.allowed_origins, ["https://grafana.lab"]);
+    assert_eq!(cfg.allowed_hosts, ["hub.lab", "10.0.0.5"]);
+    let a = args(&[
+        "--allowed-origins",
+        "http://a.lab:3000,https://b.lab",
+        "--allowed-hosts",
+        "x.lab",
+    ]);
+    let cfg = resolve(&a, Some(&c), None).expect("resolves");
+    assert_eq!(cfg.allowed_origins, ["http://a.lab:3000", "https://b.lab"]);
+    assert_eq!(cfg.allowed_hosts, ["x.lab"]);
+    let (line, msg) =
+        file_err("listen = \"127.0.0.1:1\"\nallowed_origins = [\"evil.example/path\"]\n");
+    assert_eq!(line, 2, "{msg}");
+    assert!(msg.contains("evil.example/path"), "{msg}");
+    let err = parse(&["hmonitor-hub", "--allowed-hosts", "a b"])
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("a b"), "{err}");
+    let help = Args::command().render_long_help().to_string();
+    assert!(help.contains("HMON_ALLOWED_ORIGINS") && help.contains("HMON_ALLOWED_HOSTS"));
+}

@@ -52,3 +52,34 @@ pub fn check_pull_addr(addr: &str) -> Result<(), String> {
         Err(bad())
     }
 }
+
+/// An origin as a browser sends it: `http://host`, `https://host:port` (lower-cased; no path).
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let bad =
+        || format!("{s:?} is not an origin (e.g. https://lab.example or http://10.0.0.5:5000)");
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+/// A host name (or address) as it stands in a `Host` header, without the port; lower-cased.
+pub fn parse_host_name(s: &str) -> Result<String, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let ok = !t.is_empty()
+        && t.len() <= 253
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    if ok {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{s:?} is not a host name (e.g. gpu-hub.lab or 10.0.0.5)"
+        ))
+    }
+}

@@ -241,3 +241,87 @@ async fn the_local_agent_reports_into_the_hub_it_runs_in_and_stops_with_it() {
         "{http} still bound"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sites_page_cannot_read_the_feed_and_every_response_has_the_security_headers() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = hub_config(data.path());
+    cfg.viewer_token = None; // the default: no token, so the origin check is all there is
+    cfg.allowed_origins = vec!["https://grafana.lab".into()];
+    let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
+    let http = server.http_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let own = format!("http://{http}");
+    // A real WebSocket handshake with the Origin a browser would send: the status it gets.
+    let live = |origin: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{http}/api/live")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("origin", origin.parse().expect("header"));
+        async move {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((_ws, resp)) => resp.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+                Err(e) => panic!("handshake: {e}"),
+            }
+        }
+    };
+    assert_eq!(live("http://evil.example").await, 403, "a cross-site page");
+    assert_eq!(live("null").await, 403, "an opaque origin");
+    assert_eq!(live(&own).await, 101, "the hub's own page");
+    assert_eq!(
+        live("https://grafana.lab").await,
+        101,
+        "a configured origin"
+    );
+    let (code, _) = get(http, "/api/hosts", &[("Origin", "http://evil.example")]).await;
+    assert_eq!(code, 403);
+    let (code, _) = get(http, "/api/hosts", &[]).await;
+    assert_eq!(code, 200, "no Origin: not a browser's cross-site request");
+
+    for path in ["/", "/api/hosts", "/healthz", "/nonexistent"] {
+        let r = hmonitor_testkit::http::get_async(http, path, &[]).await;
+        let head = r.head.to_ascii_lowercase();
+        for h in [
+            "content-security-policy: default-src 'self'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(h), "{path}: no {h:?} in\n{}", r.head);
+        }
+    }
+    let _ = stop.send(());
+    hub.await.expect("join").expect("stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_host_allowlist_other_host_names_are_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = hub_config(data.path());
+    cfg.viewer_token = None;
+    cfg.allowed_hosts = vec!["hub.lab".into()];
+    let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
+    let http = server.http_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let host = format!("hub.lab:{}", http.port());
+    assert_eq!(get(http, "/api/hosts", &[("Host", &host)]).await.0, 200);
+    // A rebinding attacker's name resolving to this hub's address.
+    let evil = format!("evil.example:{}", http.port());
+    assert_eq!(get(http, "/api/hosts", &[("Host", &evil)]).await.0, 421);
+    assert_eq!(
+        get(http, "/api/hosts", &[]).await.0,
+        421,
+        "the bare address is not listed"
+    );
+    let _ = stop.send(());
+    hub.await.expect("join").expect("stopped cleanly");
+}
