@@ -67,15 +67,37 @@ pub enum BacklogError {
     Bad { path: PathBuf, why: String },
 }
 
-/// The file name for one hub's backlog: the URL with everything but letters and digits
-/// replaced, so that two hubs never share a file.
+/// The file name for one hub's backlog: the URL, readable (everything but letters and digits
+/// replaced, cut to 80), and a hash of the whole URL, so that two hubs never share a file
+/// (`ws://a:1/x` and `ws://a/1x` read the same once replaced; two long URLs the same once cut).
 pub fn file_name(hub: &str) -> String {
+    format!(
+        "backlog-{}-{:016x}.bin",
+        readable(hub, 80),
+        fnv1a(hub.as_bytes())
+    )
+}
+
+/// The name versions before 0.1 used, without the hash: read once and renamed.
+pub fn legacy_file_name(hub: &str) -> String {
+    format!("backlog-{}.bin", readable(hub, 120))
+}
+
+fn readable(hub: &str, max: usize) -> String {
     let mut s: String = hub
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    s.truncate(120);
-    format!("backlog-{s}.bin")
+    s.truncate(max);
+    s
+}
+
+/// FNV-1a, 64 bits: stable across versions and machines (std's hasher is not), which a file
+/// name must be.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Backlog {
@@ -309,6 +331,29 @@ pub(crate) fn test_entry(seq: u64, sample_ms: u64) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hubs_never_share_a_backlog_file() {
+        let names = [
+            "ws://a:1/x",
+            "ws://a/1/x",
+            "ws://a:1/x?y",
+            &format!("ws://h/{}", "p".repeat(200)),
+            &format!("ws://h/{}q", "p".repeat(200)),
+        ];
+        let files: std::collections::HashSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(files.len(), names.len(), "{files:?}");
+        // What the old names could not tell apart.
+        assert_eq!(
+            legacy_file_name("ws://a:1/x"),
+            legacy_file_name("ws://a/1/x")
+        );
+        // Stable: a restart finds its file again.
+        assert_eq!(
+            file_name("ws://hub:5000/api/agent"),
+            "backlog-ws___hub_5000_api_agent-bd34b6afeb1ae0de.bin"
+        );
+    }
 
     fn entry(seq: u64, sample_ms: u64) -> Entry {
         test_entry(seq, sample_ms)

@@ -102,6 +102,12 @@ pub struct Args {
     )]
     pub cmdline: bool,
 
+    /// More name parts whose values are masked in command lines, comma-separated (besides the
+    /// built-in password, passwd, passphrase, secret, token, api_key, apikey, access_key,
+    /// private_key, auth_key, credential, wandb_key, hf_hub_token).
+    #[arg(long, env = "HMON_REDACT", value_delimiter = ',', value_name = "NAMES")]
+    pub redact: Vec<String>,
+
     /// Print one report and exit.
     #[arg(long)]
     pub once: bool,
@@ -126,6 +132,7 @@ impl Args {
         cfg.stale_after = self.stale_after.unwrap_or(self.interval * 3);
         cfg.nvml_lib = self.nvml_lib.clone().filter(|s| !s.is_empty());
         cfg.cmdline_max = self.cmdline.then_some(CMDLINE_MAX);
+        cfg.redact = self.redact.clone();
         cfg
     }
 

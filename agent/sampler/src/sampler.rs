@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::collect::gpu::{GpuCollector, GpuSample};
 use crate::collect::host::{HostFacts, HostReader};
+use crate::collect::redact::Redactor;
 use crate::collect::{disks, procs::ProcReader};
 
 /// How often a failed NVML initialisation is retried (the driver may load after the agent
@@ -41,6 +42,9 @@ pub struct SamplerConfig {
     pub nvml_lib: Option<OsString>,
     /// Report command lines, cut to this many bytes; `None` = off.
     pub cmdline_max: Option<usize>,
+    /// Name parts whose values are masked in command lines, besides the built-in ones
+    /// (`collect::redact::SECRET_NAMES`).
+    pub redact: Vec<String>,
 }
 
 impl SamplerConfig {
@@ -52,6 +56,7 @@ impl SamplerConfig {
             stale_after: interval * 3,
             nvml_lib: None,
             cmdline_max: None,
+            redact: Vec::new(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl Sampler {
 
         let lib = cfg.nvml_lib.clone();
         let cmdline_max = cfg.cmdline_max;
+        let redactor = Redactor::new(&cfg.redact);
         let mut collector: Option<GpuCollector> = None;
         let mut last_failure: Option<(Instant, (ErrorKind, String))> = None;
         let gpu = spawn_part("hmon-nvml", interval, move || {
@@ -110,7 +116,8 @@ impl Sampler {
                     Some((when, err)) if when.elapsed() < NVML_RETRY => return Err(err.clone()),
                     _ => {}
                 }
-                match GpuCollector::open(lib.as_deref(), ProcReader::new(cmdline_max)) {
+                let procs = ProcReader::new(cmdline_max).with_redactor(redactor.clone());
+                match GpuCollector::open(lib.as_deref(), procs) {
                     Ok(c) => {
                         tracing::info!("NVML initialised");
                         collector = Some(c);

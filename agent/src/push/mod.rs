@@ -140,7 +140,7 @@ impl Pusher {
                     let file = cfg
                         .backlog_dir
                         .as_ref()
-                        .map(|d| d.join(backlog::file_name(&hub.to_string())));
+                        .map(|d| backlog_file(d, &hub.to_string()));
                     let b = Backlog::new(cfg.backlog, backlog::DEFAULT_MAX_BYTES, file);
                     match b.load() {
                         Ok(0) => {}
@@ -216,6 +216,20 @@ impl Pusher {
         save_all(&backlogs).await;
         drop(samples_tx);
     }
+}
+
+/// Where one hub's backlog is kept in `dir`; a file under the name earlier versions gave it
+/// (which two hub URLs could share) is renamed to it, so an upgrade loses no samples.
+fn backlog_file(dir: &std::path::Path, hub: &str) -> std::path::PathBuf {
+    let path = dir.join(backlog::file_name(hub));
+    let legacy = dir.join(backlog::legacy_file_name(hub));
+    if !path.exists() && legacy.exists() {
+        match std::fs::rename(&legacy, &path) {
+            Ok(()) => tracing::info!("hub {hub}: backlog file renamed to {}", path.display()),
+            Err(e) => tracing::warn!("hub {hub}: cannot rename {}: {e}", legacy.display()),
+        }
+    }
+    path
 }
 
 /// Writes every changed backlog to the state directory (off the async workers: it syncs).

@@ -235,3 +235,50 @@ fn bad_configuration_is_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not-a-net"), "{err}");
 }
+
+#[test]
+fn secrets_in_command_lines_are_masked_on_the_host() {
+    let dir = tempdir();
+    // sh stays the process (the command does not end with the sleep), with these arguments.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "sleep 300; :",
+            "train",
+            "--password=hunter2",
+            "--token",
+            "tok-123",
+            "postgres://me:pw-456@db/x",
+            "--slurm-cred=cred-789",
+            "--lr=3e-4",
+        ])
+        .spawn()
+        .expect("spawn");
+    let proc_cmdline = format!("/proc/{}/cmdline", child.id());
+    eventually(std::time::Duration::from_secs(5), || {
+        std::fs::read(&proc_cmdline)
+            .ok()
+            .filter(|b| b.windows(8).any(|w| w == b"hunter2\0"))
+    });
+    let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
+    let scenario = write_scenario(dir.path(), &s);
+    let mut cmd = hmonitor_on(&scenario);
+    cmd.env("HMON_CMDLINE", "1")
+        .env("HMON_REDACT", "slurm-cred");
+    let report = once_json(cmd);
+    let _ = child.kill();
+    let _ = child.wait();
+    let cmdline = report["gpus"][0]["procs"][0]["cmdline"]
+        .as_str()
+        .expect("cmdline present")
+        .to_owned();
+    for secret in ["hunter2", "tok-123", "pw-456", "cred-789"] {
+        assert!(!cmdline.contains(secret), "{secret} left in {cmdline}");
+    }
+    assert!(
+        cmdline.contains(
+            "--password=*** --token *** postgres://me:***@db/x --slurm-cred=*** --lr=3e-4"
+        ),
+        "{cmdline}"
+    );
+}

@@ -5,3 +5,4 @@ pub mod disks;
 pub mod gpu;
 pub mod host;
 pub mod procs;
+pub mod redact;

@@ -21,6 +21,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::redact::Redactor;
+
 /// Why a /proc text could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -89,6 +91,8 @@ pub struct ProcReader {
     /// `None` when sysconf gave an impossible 0.
     ticks_per_s: Option<u64>,
     cmdline_max: Option<usize>,
+    /// Masks secrets in command lines.
+    redact: Redactor,
     /// Facts of the processes seen in the last pass, keyed by pid, with the start time (in
     /// ticks) that identifies the process: a GPU job lives for hours and its name and
     /// container do not change, so a later pass reuses them while the pid still names the same
@@ -163,8 +167,15 @@ impl ProcReader {
             boot_time_s: None,
             ticks_per_s: (ticks > 0).then_some(ticks),
             cmdline_max,
+            redact: Redactor::default(),
             known: HashMap::new(),
         }
+    }
+
+    /// Masks secrets in command lines with `redact` (the built-in names are always masked).
+    pub fn with_redactor(mut self, redact: Redactor) -> Self {
+        self.redact = redact;
+        self
     }
 
     /// Facts for every pid of one sampling pass. Processes not in `pids` are forgotten, so the
@@ -283,7 +294,7 @@ impl ProcReader {
         let cmdline = self.cmdline_max.and_then(|max| {
             let limit = max.saturating_add(CMDLINE_SLACK);
             read_prefix(&dir.join("cmdline"), limit as u64)
-                .and_then(|(bytes, more)| parse_cmdline(&bytes, more, max))
+                .and_then(|(bytes, more)| parse_cmdline(&bytes, more, max, &self.redact))
         });
 
         ProcFacts {
@@ -383,12 +394,23 @@ pub fn parse_btime(text: &str) -> Result<u64, ParseError> {
     })
 }
 
-/// A command line from the bytes of /proc/PID/cmdline: NUL separators become spaces, and the
-/// text is cut to at most `max` bytes (on a char boundary) followed by "…" when longer, or when
-/// `more` says the bytes are only the start of the file. `None` when empty.
-pub fn parse_cmdline(bytes: &[u8], more: bool, max: usize) -> Option<String> {
+/// A command line from the bytes of /proc/PID/cmdline: secrets masked argument by argument
+/// ([`Redactor`]), NUL separators become spaces, and the text is cut to at most `max` bytes (on
+/// a char boundary) followed by "…" when longer, or when `more` says the bytes are only the
+/// start of the file. `None` when empty.
+pub fn parse_cmdline(bytes: &[u8], more: bool, max: usize, redact: &Redactor) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim_end_matches('\0').replace('\0', " ");
+    let mut args: Vec<&str> = text.trim_end_matches('\0').split('\0').collect();
+    if more {
+        // The last argument was cut by the read: a URL whose '@' fell beyond the cut would
+        // show its password's start. Keep only its scheme.
+        if let Some(last) = args.last_mut() {
+            if let Some(i) = last.find("://") {
+                *last = &last[..i + 3];
+            }
+        }
+    }
+    let text = redact.args(args).join(" ");
     if text.is_empty() {
         return None;
     }
@@ -680,22 +702,44 @@ mod tests {
     #[test]
     fn cmdline_joins_and_cuts_on_a_char_boundary() {
         assert_eq!(
-            parse_cmdline(b"python3\0train.py\0--lr=3e-4\0", false, 100),
+            parse_cmdline(
+                b"python3\0train.py\0--lr=3e-4\0",
+                false,
+                100,
+                &Redactor::default()
+            ),
             Some("python3 train.py --lr=3e-4".to_string())
         );
-        assert_eq!(parse_cmdline(b"", false, 100), None);
-        assert_eq!(parse_cmdline(b"\0", false, 100), None);
+        assert_eq!(parse_cmdline(b"", false, 100, &Redactor::default()), None);
+        assert_eq!(parse_cmdline(b"\0", false, 100, &Redactor::default()), None);
         assert_eq!(
-            parse_cmdline(b"abcdefghij\0", false, 4),
+            parse_cmdline(b"abcdefghij\0", false, 4, &Redactor::default()),
             Some("abcd…".to_string())
         );
         // "é" is two bytes: a cut after 2 bytes would split it.
         assert_eq!(
-            parse_cmdline("aéb".as_bytes(), false, 2),
+            parse_cmdline("aéb".as_bytes(), false, 2, &Redactor::default()),
             Some("a…".to_string())
         );
         // The read stopped at its limit: whatever came after is unknown, so it is marked cut.
-        assert_eq!(parse_cmdline(b"ab\0", true, 10), Some("ab…".to_string()));
+        assert_eq!(
+            parse_cmdline(b"ab\0", true, 10, &Redactor::default()),
+            Some("ab…".to_string())
+        );
+        // Secrets go before the cut, and a URL cut before its '@' keeps only its scheme.
+        assert_eq!(
+            parse_cmdline(
+                b"psql\0--password=hunter2\0db\0",
+                false,
+                100,
+                &Redactor::default()
+            ),
+            Some("psql --password=*** db".to_string())
+        );
+        assert_eq!(
+            parse_cmdline(b"psql\0postgres://me:hun", true, 100, &Redactor::default()),
+            Some("psql postgres://…".to_string())
+        );
     }
 
     #[test]
