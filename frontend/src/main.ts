@@ -29,10 +29,15 @@ const ROWS_PER_FRAME = 4;
 // Content-Security-Policy allows no inline script).
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 
+// The hub exchanges `?token=` for an HttpOnly cookie and sends the browser to the URL without
+// it. Served by something else (a proxy, the benchmark's replay), the page does the same itself,
+// so the token does not stay in the address bar, the history or a shared link either way.
 const token = params.get("token");
 if (token) {
-  // So that later requests (the socket, API calls) carry it without the URL.
   document.cookie = `hmon_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+  params.delete("token");
+  const q = params.toString();
+  history.replaceState(null, "", `${location.pathname}${q ? `?${q}` : ""}${location.hash}`);
 }
 
 const store = new Store();
@@ -455,7 +460,8 @@ setInterval(() => {
 const conn = $<HTMLElement>("conn");
 const wsUrl = new URL("api/live", location.href);
 wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-wsUrl.search = token ? `?token=${encodeURIComponent(token)}` : "";
+// The cookie goes with the upgrade request: no token in the socket's URL either.
+wsUrl.search = "";
 let retryTimer: ReturnType<typeof setInterval> | undefined;
 
 function closed(retryInMs: number, everConnected: boolean) {

@@ -132,7 +132,7 @@ describe("live page", () => {
     await page.fill("#f-host", "beta");
     await until("only beta", async () => JSON.stringify(await cards()) === '["beta"]');
     assert.equal(param("host"), "beta");
-    assert.equal(param("token"), VIEWER_TOKEN, "the token stays in the URL");
+    assert.equal(param("token"), null, "the token is a cookie, never in the URL");
     await page.fill("#f-host", "");
     await until("all hosts again", async () => (await cards()).length === 3);
     assert.equal(param("host"), null);
@@ -174,9 +174,13 @@ describe("live page", () => {
     await until("two free GPUs", async () => JSON.stringify(await gpuRows()) === '["alpha/0","alpha/1"]');
     assert.equal(param("fmem"), "30720");
     assert.equal(param("futil"), "100");
-    // A shared link opens the same view.
+    // A shared link opens the same view, for a lab member with their own token: the link itself
+    // carries none.
+    assert.equal(param("token"), null);
     const other = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
     other.on("pageerror", (e) => errors.push(String(e)));
+    assert.equal((await other.goto(page.url())).status(), 401, "the link alone does not open the page");
+    await other.goto(hub.url(`/?token=${VIEWER_TOKEN}`));
     await other.goto(page.url());
     await until("the shared view", async () =>
       JSON.stringify(await other.$$eval("tr.gpu", (rs) => rs.filter((r) => !r.hidden).map((r) => r.id))) ===
@@ -218,6 +222,7 @@ describe("live page", () => {
   test("phone width without sideways scrolling, dark theme from the system, keyboard reachable", async () => {
     const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, colorScheme: "dark" });
     phone.on("pageerror", (e) => errors.push(String(e)));
+    await phone.goto(hub.url(`/?token=${VIEWER_TOKEN}`)); // its own cookie: a new context has none
     await phone.goto(page.url());
     await until("the hosts", async () => (await phone.$$("main article.host")).length === 3);
     const [scrollW, clientW] = await phone.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
@@ -247,7 +252,13 @@ describe("live page", () => {
   test("the hub serves the page: index no-cache, hashed assets immutable and gzipped, behind the token", async () => {
     const noToken = await fetch(hub.url("/"));
     assert.equal(noToken.status, 401);
-    const index = await fetch(hub.url(`/?token=${VIEWER_TOKEN}`), { headers: { "accept-encoding": "gzip" } });
+    // `?token=` is exchanged for an HttpOnly cookie, and the browser sent to the URL without it.
+    const exchange = await fetch(hub.url(`/?view=table&token=${VIEWER_TOKEN}`), { redirect: "manual" });
+    assert.equal(exchange.status, 303);
+    assert.equal(exchange.headers.get("location"), "/?view=table");
+    const cookie = exchange.headers.get("set-cookie");
+    assert.match(cookie, /^hmon_token=[^;]+; Path=\/; HttpOnly; SameSite=Strict$/);
+    const index = await fetch(hub.url("/"), { headers: { "accept-encoding": "gzip", cookie: cookie.split(";")[0] } });
     assert.equal(index.status, 200);
     assert.equal(index.headers.get("cache-control"), "no-cache");
     assert.match(index.headers.get("content-type"), /^text\/html/);

@@ -39,9 +39,14 @@ describe("an awkward viewer token", () => {
   test("the page, its live feed and its history charts all take it", async () => {
     await page.goto(hub.url(`/?token=${encodeURIComponent(AWKWARD)}`));
     await until("the host over the live WebSocket", async () => (await page.$$("#gpu-odd-0")).length === 1);
-    // The page keeps it as a cookie, percent-encoded, and the hub decodes it.
+    // The hub set it as an HttpOnly cookie, percent-encoded, and took it out of the URL.
     const cookies = await page.context().cookies();
-    assert.equal(decodeURIComponent(cookies.find((c) => c.name === "hmon_token")?.value ?? ""), AWKWARD);
+    const c = cookies.find((c) => c.name === "hmon_token");
+    assert.equal(decodeURIComponent(c?.value ?? ""), AWKWARD);
+    assert.equal(c?.httpOnly, true);
+    assert.equal(c?.sameSite, "Strict");
+    assert.equal(new URL(page.url()).searchParams.get("token"), null, "no token in the URL");
+    assert.equal(await page.evaluate(() => document.cookie.includes("hmon_token")), false, "no script reads it");
     await page.click("#gpu-odd-0 td.name");
     await until("the util chart from history", async () =>
       (await page.$eval('#details figure.chart[data-metric="util"]', (f) => f.dataset.state)) === "ok");

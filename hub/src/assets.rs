@@ -6,10 +6,13 @@
 //! The build writes a gzip copy (`name.gz`) of each text asset; it is served to browsers that
 //! accept gzip. Without `frontend/dist` the hub still builds, and `/` says how to build the page.
 
-use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
+use hmonitor_common::auth;
 use rust_embed::RustEmbed;
+
+use crate::App;
 
 #[derive(RustEmbed)]
 #[folder = "../frontend/dist/"]
@@ -19,8 +22,30 @@ struct Dist;
 /// Shown at `/` when the page was not built before the hub was compiled.
 const NOT_BUILT: &str = include_str!("index.html");
 
-/// `/`: the live page, or the notice that it is not built.
-pub async fn index(headers: HeaderMap) -> Response {
+/// `/`: the live page, or the notice that it is not built. Opened with `?token=` (the viewer
+/// gate has checked it), the token is exchanged for an `HttpOnly` cookie and the browser sent to
+/// the same URL without it, so the address bar, history and shared links never carry it.
+pub async fn index(State(app): State<App>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Some(q) = uri.query() {
+        if let Some(token) = auth::query_token(q) {
+            let rest = auth::without_token(q);
+            let to = if rest.is_empty() {
+                uri.path().to_owned()
+            } else {
+                format!("{}?{rest}", uri.path())
+            };
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+            if app.viewers.required() {
+                let cookie = auth::set_cookie(&token, app.cfg.tls.is_some());
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+    }
     match serve("index.html", &headers, "no-cache") {
         Some(r) => r,
         None => Html(NOT_BUILT).into_response(),

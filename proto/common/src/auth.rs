@@ -87,6 +87,24 @@ pub fn presented(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     cookie_token(headers)
 }
 
+/// The `Set-Cookie` value that hands a viewer token to the browser once: percent-encoded,
+/// `HttpOnly` (no script reads it), `SameSite=Strict` (no other site's request carries it),
+/// `Secure` when served over TLS.
+pub fn set_cookie(token: &str, secure: bool) -> String {
+    let value = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC);
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
+}
+
+/// `query` without its `token=` pairs (what a page URL keeps once the token is a cookie).
+pub fn without_token(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("token="))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn decode(raw: &str) -> Option<String> {
     if raw.is_empty() || raw.len() > MAX_TOKEN_BYTES * 3 {
         return None;
@@ -229,6 +247,21 @@ mod tests {
         assert!(gate.allows_request(&h, None));
         assert!(!gate.allows_request(&HeaderMap::new(), Some("token=a+b")));
         assert!(!format!("{gate:?}").contains("a+b"));
+    }
+
+    #[test]
+    fn the_cookie_round_trips_and_the_url_loses_the_token() {
+        let c = set_cookie(AWKWARD, false);
+        assert!(c.ends_with("; Path=/; HttpOnly; SameSite=Strict"), "{c}");
+        assert!(set_cookie("t", true).ends_with("; Secure"));
+        let value = c.split(';').next().expect("pair");
+        let h = headers(&[("cookie", value)]);
+        assert_eq!(cookie_token(&h).as_deref(), Some(AWKWARD));
+        assert_eq!(
+            without_token("host=a&token=x%2B&view=table"),
+            "host=a&view=table"
+        );
+        assert_eq!(without_token("token=x"), "");
     }
 
     #[test]
