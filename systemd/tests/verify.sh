@@ -55,10 +55,12 @@ never() { # unit key…: no line may set the key
 common=(NoNewPrivileges=yes ProtectSystem=strict PrivateTmp=yes Restart=on-failure)
 need hmonitor-agent.service "${common[@]}" User=hmonitor ProtectHome=read-only \
   StateDirectory=hmonitor-agent EnvironmentFile=/etc/hmonitor/agent.env \
-  'DeviceAllow=/dev/nvidiactl rw' 'DeviceAllow=/dev/nvidia-uvm rw' 'DeviceAllow=char-nvidia* rw'
+  'DeviceAllow=/dev/nvidiactl rw' 'DeviceAllow=/dev/nvidia-uvm rw' 'DeviceAllow=char-nvidia* rw' \
+  UMask=0077 MemoryDenyWriteExecute=yes SystemCallFilter=@system-service
 never hmonitor-agent.service PrivateDevices ProtectProc DynamicUser
 if grep -q '^User=root' "$here/hmonitor-agent.service"; then echo "FAIL: agent runs as root"; fail=1; fi
-need hmonitor-hub.service "${common[@]}" DynamicUser=yes StateDirectory=hmonitor-hub ProtectHome=yes
+need hmonitor-hub.service "${common[@]}" DynamicUser=yes StateDirectory=hmonitor-hub ProtectHome=yes \
+  UMask=0077 MemoryMax=4G TasksMax=1024 MemoryDenyWriteExecute=yes SystemCallFilter=@system-service
 
 # A deliberately broken copy must be caught, or the check above proves nothing.
 sed 's/^NoNewPrivileges=yes$/NoNewPrivilegez=yes/' "$tmp/hmonitor-hub.service" >"$tmp/broken.service"
