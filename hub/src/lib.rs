@@ -16,6 +16,7 @@ pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod pull;
+pub mod serve;
 pub mod server;
 pub mod state;
 pub mod tls;

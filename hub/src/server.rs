@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use hmonitor_common::auth::TokenGate;
 use hmonitor_common::run::Stop;
 use tokio::net::TcpListener;
@@ -269,31 +268,22 @@ impl Server {
 
         let http = async {
             let listener = PerAddrListener::new(http, cfg.limits.conns_per_addr, hub.clone());
-            let service =
-                http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-            // tap_io: axum's ConnectInfo<SocketAddr> is implemented for tapped listeners of any
-            // kind.
-            let result = match http_tls {
+            let router = http::router(app.clone());
+            let head = cfg.http_head_timeout;
+            match http_tls {
                 Some(tls) => {
-                    let listener = TlsListener::new(listener, tls)
-                        .map_err(ServeError::Http)?
-                        .tap_io(|_| {});
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stop.wait())
-                        .await
+                    let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
+                    crate::serve::serve(listener, router, stop.clone(), head, SESSION_DRAIN).await;
                 }
                 None => {
-                    axum::serve(listener.tap_io(|_| {}), service)
-                        .with_graceful_shutdown(stop.wait())
-                        .await
+                    crate::serve::serve(listener, router, stop.clone(), head, SESSION_DRAIN).await;
                 }
             }
-            .map_err(ServeError::Http);
             stop.stop();
-            // Upgraded connections outlive axum's graceful shutdown: wait for the sessions,
-            // which have been told to close, to be gone.
+            // Upgraded connections outlive the HTTP server: wait for the sessions, which have
+            // been told to close, to be gone.
             drain_sessions(&hub).await;
-            result
+            Ok::<(), ServeError>(())
         };
 
         let ((), (), grpc_result, (), http_result) =

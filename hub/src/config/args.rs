@@ -73,6 +73,11 @@ pub struct Args {
     #[arg(long, env = "HMON_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_host_name, value_name = "HOSTS")]
     pub allowed_hosts: Option<Vec<String>>,
 
+    /// An HTTP connection must send a request head within this (from its start, and while idle
+    /// between requests), else it is closed, e.g. 30s [default: 30s].
+    #[arg(long, env = "HMON_HTTP_HEAD_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_head_timeout: Option<Duration>,
+
     /// Largest agent frame accepted, in bytes (or with KiB/MiB), 1 KiB to 64 MiB [default: 1MiB].
     #[arg(long, env = "HMON_MAX_FRAME_BYTES", value_parser = parse_frame_bytes, value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -151,6 +156,7 @@ impl fmt::Debug for Args {
             .field("viewer_token", &redacted(&self.viewer_token))
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("http_head_timeout", &self.http_head_timeout)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("local_agent", &self.local_agent)
             .field("local_agent_id", &self.local_agent_id)

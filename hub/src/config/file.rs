@@ -126,6 +126,7 @@ pub(super) struct FileConfig {
     pub(super) allowed_hosts: Option<Vec<HostName>>,
     pub(super) max_frame_bytes: Option<FrameBytes>,
     pub(super) browser_write_timeout: Option<DurationValue>,
+    pub(super) http_head_timeout: Option<DurationValue>,
     pub(super) local_agent: Option<LocalAgentValue>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,

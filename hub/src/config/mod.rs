@@ -97,6 +97,9 @@ pub struct HubConfig {
     pub max_frame_bytes: usize,
     /// A browser that cannot take a frame within this is dropped (it may reconnect).
     pub browser_write_timeout: Duration,
+    /// An HTTP connection must send a request head within this, from its start and while it
+    /// waits idle between requests; else it is closed.
+    pub http_head_timeout: Duration,
     /// An agent for this machine inside the hub (`[local_agent]`).
     pub local_agent: LocalAgent,
     /// Per-address connections, per-agent frame rate.
@@ -141,6 +144,7 @@ impl Default for HubConfig {
             allowed_hosts: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME,
             browser_write_timeout: Duration::from_secs(5),
+            http_head_timeout: Duration::from_secs(30),
             local_agent: LocalAgent::default(),
             limits: crate::limits::Limits::default(),
             pull_ca: None,
@@ -169,6 +173,7 @@ impl fmt::Debug for HubConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("browser_write_timeout", &self.browser_write_timeout)
+            .field("http_head_timeout", &self.http_head_timeout)
             .field("local_agent", &self.local_agent)
             .field("limits", &self.limits)
             .field("pull_ca", &self.pull_ca)

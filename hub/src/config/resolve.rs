@@ -186,6 +186,10 @@ pub fn resolve(
             .max_frame_bytes
             .or(f.max_frame_bytes.as_ref().map(|b| b.0))
             .unwrap_or(d.max_frame_bytes),
+        http_head_timeout: args
+            .http_head_timeout
+            .or(f.http_head_timeout.as_ref().map(|v| v.0))
+            .unwrap_or(d.http_head_timeout),
         browser_write_timeout: f
             .browser_write_timeout
             .as_ref()

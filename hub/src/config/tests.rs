@@ -720,3 +720,20 @@ fn allowed_origins_and_hosts_from_flags_or_file_and_bad_ones_named() {
     let help = Args::command().render_long_help().to_string();
     assert!(help.contains("HMON_ALLOWED_ORIGINS") && help.contains("HMON_ALLOWED_HOSTS"));
 }
+
+#[test]
+fn the_http_head_timeout_from_flag_or_file() {
+    assert_eq!(
+        resolve(&args(&[]), None, None)
+            .expect("defaults")
+            .http_head_timeout,
+        Duration::from_secs(30)
+    );
+    let c = file("http_head_timeout = \"5s\"\n");
+    let cfg = resolve(&args(&[]), Some(&c), None).expect("resolves");
+    assert_eq!(cfg.http_head_timeout, Duration::from_secs(5));
+    let cfg = resolve(&args(&["--http-head-timeout", "2s"]), Some(&c), None).expect("resolves");
+    assert_eq!(cfg.http_head_timeout, Duration::from_secs(2));
+    let (_, msg) = file_err("http_head_timeout = \"soon\"\n");
+    assert!(msg.contains("soon"), "{msg}");
+}

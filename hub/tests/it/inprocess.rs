@@ -325,3 +325,68 @@ async fn with_a_host_allowlist_other_host_names_are_refused() {
     let _ = stop.send(());
     hub.await.expect("join").expect("stopped cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_and_silent_connections_are_closed_by_the_hub() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = hub_config(data.path());
+    cfg.viewer_token = None;
+    cfg.http_head_timeout = Duration::from_secs(1);
+    let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
+    let http = server.http_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // 30 peers: 20 send half a request head, 10 connect and say nothing.
+    let mut held = Vec::new();
+    for i in 0..30 {
+        let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+        if i < 20 {
+            s.write_all(b"GET /api/hosts HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .expect("write");
+        }
+        held.push(s);
+    }
+    // A well-behaved client is served meanwhile.
+    assert_eq!(get(http, "/api/hosts", &[]).await.0, 200);
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        // Closed (EOF, or a 408 the hub may send first and then EOF) well within 10 s.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} is still open");
+    }
+    // A keep-alive connection that goes quiet after a request is closed the same way.
+    let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let idle_closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(
+        idle_closed.is_ok(),
+        "an idle keep-alive connection stayed open"
+    );
+    let _ = stop.send(());
+    hub.await.expect("join").expect("stopped cleanly");
+}
