@@ -140,6 +140,22 @@ struct AddrCount {
 
 type Counts = Arc<Mutex<HashMap<IpAddr, AddrCount>>>;
 
+/// What one "address" is for the per-address cap: an IPv4 address, or an IPv6 /64 (one host or
+/// site usually holds a whole /64, and could otherwise open `limit` connections from each of its
+/// 2^64 addresses). IPv4-mapped IPv6 peers count as their IPv4 address.
+pub fn cap_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Counts each address's open connections and refuses one over `limit` (0: no limit).
 #[derive(Clone)]
 pub struct ConnCounter {
@@ -166,7 +182,7 @@ impl ConnCounter {
                 release: None,
             });
         }
-        let ip = peer.ip();
+        let ip = cap_key(peer.ip());
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = counts.entry(ip).or_default();
         if entry.open >= self.limit {
@@ -176,8 +192,13 @@ impl ConnCounter {
                 .fetch_add(1, Ordering::Relaxed);
             if !entry.warned {
                 entry.warned = true;
+                let what = if ip.is_ipv6() {
+                    format!("{ip}/64")
+                } else {
+                    ip.to_string()
+                };
                 tracing::warn!(
-                    "connections from {ip} refused: it holds {} (limit {}, --max-conns-per-addr); \
+                    "connections from {what} refused: it holds {} (limit {}, --max-conns-per-addr); \
                      further refusals are not logged until it drops below the limit",
                     entry.open,
                     self.limit
@@ -314,6 +335,16 @@ impl AsyncWrite for Counted {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_and_mapped_ones_as_ipv4() {
+        let k = |s: &str| cap_key(s.parse().expect("ip"));
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("2001:db8:1:2:aaaa::1").to_string(), "2001:db8:1:2::");
+        assert_eq!(k("::ffff:10.0.0.7"), k("10.0.0.7"));
+        assert_ne!(k("10.0.0.7"), k("10.0.0.8"));
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
