@@ -235,6 +235,8 @@ async fn admit(
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!("agent {peer} refused: {e}");
+            // Taken: the other connection may go. Full: an admin must act first, so the agent
+            // waits its longest delay.
             let retry = matches!(e, ClaimError::Taken(_));
             refuse(socket, &e.to_string(), retry).await;
             return None;

@@ -66,6 +66,7 @@ pub struct Server {
 pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
+    hub.set_max_hosts(cfg.max_hosts);
     let history = History::open(&cfg.history_config())?;
     tracing::info!("history in {}", history.path().display());
     hub.set_history(history);

@@ -74,6 +74,10 @@ pub enum ClaimError {
     Taken(String),
     #[error("host id must be 1 to 128 printable characters without '/'")]
     BadId,
+    /// `max_hosts` ids are known already; a new one would be one more (an admin forgets
+    /// hosts, or raises the limit).
+    #[error("the hub knows {max} hosts already (max_hosts); a new host id is refused")]
+    Full { max: usize },
 }
 
 pub struct Hub {
@@ -81,6 +85,11 @@ pub struct Hub {
     live: broadcast::Sender<Bytes>,
     next_conn: AtomicU64,
     default_interval: Duration,
+    /// How many host ids may be known at once (each keeps its last frame in memory).
+    max_hosts: std::sync::atomic::AtomicUsize,
+    /// How many are: kept beside the map, so a full hub refuses exactly at the limit even when
+    /// many new ids arrive at once.
+    known: std::sync::atomic::AtomicUsize,
     pub stats: Stats,
     pub started: Instant,
     /// The history store, when the hub keeps one (set once at start).
@@ -141,6 +150,8 @@ impl Hub {
             live,
             next_conn: AtomicU64::new(1),
             default_interval,
+            max_hosts: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            known: std::sync::atomic::AtomicUsize::new(0),
             stats: Stats::default(),
             started: Instant::now(),
             history: std::sync::OnceLock::new(),
@@ -163,7 +174,14 @@ impl Hub {
                 },
             );
         }
+        hub.known.store(hub.hosts.len(), Ordering::SeqCst);
         Arc::new(hub)
+    }
+
+    /// At most `max` host ids known at once (`max_hosts`): a new id past it is refused.
+    /// Expected hosts count, and are known from the start.
+    pub fn set_max_hosts(&self, max: usize) {
+        self.max_hosts.store(max, Ordering::Relaxed);
     }
 
     /// Attaches the history store; a second call is ignored.
@@ -201,17 +219,27 @@ impl Hub {
         if !valid_host_id(id) {
             return Err(ClaimError::BadId);
         }
-        let mut entry = self.hosts.entry(id.to_owned()).or_insert_with(|| Entry {
-            state: HostState {
-                id: id.to_owned(),
-                status: HostStatus::NeverSeen as i32,
-                ..Default::default()
-            },
-            frame: Bytes::new(),
-            owner: None,
-            last_frame: None,
-            interval,
-        });
+        let mut entry = match self.hosts.entry(id.to_owned()) {
+            dashmap::mapref::entry::Entry::Occupied(o) => o.into_ref(),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                let max = self.max_hosts.load(Ordering::Relaxed);
+                if self.known.fetch_add(1, Ordering::SeqCst) >= max {
+                    self.known.fetch_sub(1, Ordering::SeqCst);
+                    return Err(ClaimError::Full { max });
+                }
+                v.insert(Entry {
+                    state: HostState {
+                        id: id.to_owned(),
+                        status: HostStatus::NeverSeen as i32,
+                        ..Default::default()
+                    },
+                    frame: Bytes::new(),
+                    owner: None,
+                    last_frame: None,
+                    interval,
+                })
+            }
+        };
         if let Some((_, held_by)) = &entry.owner {
             if *held_by != credential {
                 return Err(ClaimError::Taken(id.to_owned()));

@@ -78,6 +78,10 @@ pub struct Args {
     #[arg(long, env = "HMON_HTTP_HEAD_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub http_head_timeout: Option<Duration>,
 
+    /// Most host ids the hub keeps at once; a new id past it is refused [default: 20000].
+    #[arg(long, env = "HMON_MAX_HOSTS", value_name = "N")]
+    pub max_hosts: Option<std::num::NonZeroUsize>,
+
     /// Largest agent frame accepted, in bytes (or with KiB/MiB), 1 KiB to 64 MiB [default: 1MiB].
     #[arg(long, env = "HMON_MAX_FRAME_BYTES", value_parser = parse_frame_bytes, value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
@@ -158,6 +162,7 @@ impl fmt::Debug for Args {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("http_head_timeout", &self.http_head_timeout)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_hosts", &self.max_hosts)
             .field("local_agent", &self.local_agent)
             .field("local_agent_id", &self.local_agent_id)
             .field("local_agent_ip", &self.local_agent_ip)

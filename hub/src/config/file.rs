@@ -125,6 +125,7 @@ pub(super) struct FileConfig {
     pub(super) allowed_origins: Option<Vec<Origin>>,
     pub(super) allowed_hosts: Option<Vec<HostName>>,
     pub(super) max_frame_bytes: Option<FrameBytes>,
+    pub(super) max_hosts: Option<std::num::NonZeroUsize>,
     pub(super) browser_write_timeout: Option<DurationValue>,
     pub(super) http_head_timeout: Option<DurationValue>,
     pub(super) local_agent: Option<LocalAgentValue>,

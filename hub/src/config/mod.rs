@@ -35,6 +35,9 @@ pub use resolve::resolve;
 pub use settings_py::{parse_settings_py, SettingsPyEntry, SettingsPyError};
 pub use values::{check_pull_addr, parse_frame_bytes, parse_token};
 
+/// Host ids kept at most, by default: room for a 20,000-host cluster.
+pub const DEFAULT_MAX_HOSTS: usize = 20_000;
+
 /// Largest agent frame accepted by default.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
 
@@ -95,6 +98,8 @@ pub struct HubConfig {
     /// When not empty, the only `Host` names requests may carry (against DNS rebinding).
     pub allowed_hosts: Vec<String>,
     pub max_frame_bytes: usize,
+    /// Most host ids the hub keeps at once (each holds its last frame in memory).
+    pub max_hosts: usize,
     /// A browser that cannot take a frame within this is dropped (it may reconnect).
     pub browser_write_timeout: Duration,
     /// An HTTP connection must send a request head within this, from its start and while it
@@ -143,6 +148,7 @@ impl Default for HubConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME,
+            max_hosts: DEFAULT_MAX_HOSTS,
             browser_write_timeout: Duration::from_secs(5),
             http_head_timeout: Duration::from_secs(30),
             local_agent: LocalAgent::default(),
@@ -172,6 +178,7 @@ impl fmt::Debug for HubConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_hosts", &self.max_hosts)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("http_head_timeout", &self.http_head_timeout)
             .field("local_agent", &self.local_agent)

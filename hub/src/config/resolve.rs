@@ -182,6 +182,10 @@ pub fn resolve(
                 .map(|h| h.0.clone())
                 .collect()
         }),
+        max_hosts: args
+            .max_hosts
+            .or(f.max_hosts)
+            .map_or(d.max_hosts, std::num::NonZeroUsize::get),
         max_frame_bytes: args
             .max_frame_bytes
             .or(f.max_frame_bytes.as_ref().map(|b| b.0))

@@ -737,3 +737,23 @@ fn the_http_head_timeout_from_flag_or_file() {
     let (_, msg) = file_err("http_head_timeout = \"soon\"\n");
     assert!(msg.contains("soon"), "{msg}");
 }
+
+#[test]
+fn max_hosts_from_flag_or_file_and_zero_is_refused() {
+    assert_eq!(
+        resolve(&args(&[]), None, None).expect("defaults").max_hosts,
+        20_000
+    );
+    let c = file("max_hosts = 50\n");
+    assert_eq!(
+        resolve(&args(&[]), Some(&c), None)
+            .expect("resolves")
+            .max_hosts,
+        50
+    );
+    let a = args(&["--max-hosts", "7"]);
+    assert_eq!(resolve(&a, Some(&c), None).expect("resolves").max_hosts, 7);
+    let (line, msg) = file_err("listen = \"127.0.0.1:1\"\nmax_hosts = 0\n");
+    assert_eq!(line, 2, "{msg}");
+    assert!(parse(&["hmonitor-hub", "--max-hosts", "0"]).is_err());
+}

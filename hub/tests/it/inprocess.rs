@@ -390,3 +390,102 @@ async fn half_sent_requests_and_silent_connections_are_closed_by_the_hub() {
     let _ = stop.send(());
     hub.await.expect("join").expect("stopped cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_host_ids_past_max_hosts_are_refused_and_the_known_ones_keep_reporting() {
+    use futures_util::{SinkExt, StreamExt};
+    use hmonitor_proto::{
+        agent_message, hub_message, AgentHello, AgentMessage, HubMessage, PushProtocol,
+    };
+    use prost::Message as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cfg = hub_config(data.path());
+    cfg.max_hosts = 50;
+    cfg.expected_hosts = vec!["expected".into()];
+    let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
+    let http = server.http_addr();
+    let state = server.hub().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let hub = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // What the hub answers a hello for `id`: Accepted (true) or a refusal's reason.
+    let hello = |id: String| async move {
+        let mut req = format!("ws://{http}/api/agent")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {AWKWARD}").parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        let msg = AgentMessage {
+            msg: Some(agent_message::Msg::Hello(AgentHello {
+                protocol_version: PushProtocol::V1 as u32,
+                host_id: id,
+                interval_ms: 300,
+                ..Default::default()
+            })),
+        };
+        ws.send(Message::Binary(msg.encode_to_vec().into()))
+            .await
+            .expect("hello");
+        let reply = loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    break HubMessage::decode(b.as_ref()).expect("decodes")
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("no reply: {other:?}"),
+            }
+        };
+        let answer = match reply.msg {
+            Some(hub_message::Msg::Accepted(_)) => Ok(()),
+            Some(hub_message::Msg::Refused(r)) => Err(r.reason),
+            other => panic!("unexpected {other:?}"),
+        };
+        (answer, ws)
+    };
+    let (first, _keep) = hello("good".into()).await;
+    assert_eq!(first, Ok(()));
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let (answer, ws) = hello(format!("made-up-{i}")).await;
+        match answer {
+            Ok(()) => held.push(ws),
+            Err(reason) => {
+                assert!(reason.contains("max_hosts"), "{reason}");
+                refused += 1;
+            }
+        }
+    }
+    // The expected host and "good" count: 48 of the made-up ids fit.
+    assert_eq!(state.hosts().len(), 50);
+    assert_eq!(refused, 300 - 48);
+    assert_eq!(held.len(), 48);
+    // A known id still comes back after its connection ends: the limit is on ids, not on
+    // connections.
+    drop(held);
+    let start = tokio::time::Instant::now();
+    loop {
+        // Until the hub has seen the old connection close, the id is still held by it.
+        let (again, _ws) = hello("made-up-0".into()).await;
+        match again {
+            Ok(()) => break,
+            Err(reason) => {
+                assert!(!reason.contains("max_hosts"), "{reason}");
+                assert!(start.elapsed() < Duration::from_secs(10), "{reason}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(state.hosts().len(), 50);
+    let _ = stop.send(());
+    hub.await.expect("join").expect("stopped cleanly");
+}
