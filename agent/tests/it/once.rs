@@ -146,7 +146,7 @@ fn command_lines_only_when_enabled_and_bounded() {
     let dir = tempdir();
     let long_arg = "x".repeat(5000);
     // A 5000-byte argv[0]: sleep takes no extra arguments, but its name can be anything.
-    let mut child = std::process::Command::new("sleep")
+    let child = std::process::Command::new("sleep")
         .arg0(&long_arg)
         .arg("300")
         .spawn()
@@ -158,17 +158,7 @@ fn command_lines_only_when_enabled_and_bounded() {
             .ok()
             .filter(|b| b.starts_with(b"xxx"))
     });
-    let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
-    let scenario = write_scenario(dir.path(), &s);
-    let mut cmd = hmonitor_on(&scenario);
-    cmd.env("HMON_CMDLINE", "1");
-    let report = once_json(cmd);
-    let _ = child.kill();
-    let _ = child.wait();
-    let cmdline = report["gpus"][0]["procs"][0]["cmdline"]
-        .as_str()
-        .expect("cmdline present")
-        .to_owned();
+    let cmdline = reported_cmdline(&dir, child, &[]);
     assert!(cmdline.starts_with("xxxxxxxx"), "{cmdline}");
     assert!(
         cmdline.ends_with('…'),
@@ -240,7 +230,7 @@ fn bad_configuration_is_refused_with_the_reason() {
 fn secrets_in_command_lines_are_masked_on_the_host() {
     let dir = tempdir();
     // sh stays the process (the command does not end with the sleep), with these arguments.
-    let mut child = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .args([
             "-c",
             "sleep 300; :",
@@ -260,18 +250,7 @@ fn secrets_in_command_lines_are_masked_on_the_host() {
             .ok()
             .filter(|b| b.windows(8).any(|w| w == b"hunter2\0"))
     });
-    let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
-    let scenario = write_scenario(dir.path(), &s);
-    let mut cmd = hmonitor_on(&scenario);
-    cmd.env("HMON_CMDLINE", "1")
-        .env("HMON_REDACT", "slurm-cred");
-    let report = once_json(cmd);
-    let _ = child.kill();
-    let _ = child.wait();
-    let cmdline = report["gpus"][0]["procs"][0]["cmdline"]
-        .as_str()
-        .expect("cmdline present")
-        .to_owned();
+    let cmdline = reported_cmdline(&dir, child, &[("HMON_REDACT", "slurm-cred")]);
     for secret in ["hunter2", "tok-123", "pw-456", "cred-789"] {
         assert!(!cmdline.contains(secret), "{secret} left in {cmdline}");
     }
@@ -281,4 +260,27 @@ fn secrets_in_command_lines_are_masked_on_the_host() {
         ),
         "{cmdline}"
     );
+}
+
+/// The command line `hmonitor --once` reports, with command lines on (and `env`), for `child`
+/// as the one process on a GPU; the child is killed afterwards.
+fn reported_cmdline(
+    dir: &tempfile::TempDir,
+    mut child: std::process::Child,
+    env: &[(&str, &str)],
+) -> String {
+    let s = json!({ "gpus": [gpu("NVIDIA A100", 0, &[(child.id(), 1 << 30)])] });
+    let scenario = write_scenario(dir.path(), &s);
+    let mut cmd = hmonitor_on(&scenario);
+    cmd.env("HMON_CMDLINE", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let report = once_json(cmd);
+    let _ = child.kill();
+    let _ = child.wait();
+    report["gpus"][0]["procs"][0]["cmdline"]
+        .as_str()
+        .expect("cmdline present")
+        .to_owned()
 }
