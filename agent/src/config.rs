@@ -153,6 +153,19 @@ impl Args {
             }
         }
         let hubs = self.hubs();
+        let host_key = match (&state, hubs.is_empty()) {
+            (Some(dir), false) => Some(crate::state_dir::host_key(dir)?),
+            (None, false) => {
+                tracing::warn!(
+                    "no state directory (--state-dir, HMON_STATE_DIR or systemd's StateDirectory): \
+                     this agent has no host key, so the hub cannot pin host id {:?} to it; any \
+                     host with the shared token may report under this id",
+                    sampler.id.as_deref().unwrap_or(hostname)
+                );
+                None
+            }
+            (_, true) => None,
+        };
         let push = (!hubs.is_empty()).then(|| PushConfig {
             hubs,
             token: self.token.clone(),
@@ -161,6 +174,7 @@ impl Args {
             tls: self.tls.client(),
             backlog: self.backlog,
             backlog_dir: state.clone(),
+            host_key,
         });
         let pull = match self.listen {
             Some(listen) => Some(PullConfig {

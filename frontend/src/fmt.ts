@@ -42,3 +42,12 @@ export function pct(v: number | undefined): string {
 export function num(v: bigint | number | undefined): number | undefined {
   return v === undefined ? undefined : Number(v);
 }
+
+/** A host clock's difference from the hub's, when it is large enough to matter (2 s and more:
+ * below that it is mostly network delay); "" otherwise. */
+export function clockSkew(ms: bigint | undefined): string {
+  if (ms === undefined) return "";
+  const v = Number(ms);
+  if (Math.abs(v) < 2000) return "";
+  return `clock ${duration(Math.round(Math.abs(v) / 1000))} ${v > 0 ? "ahead" : "behind"}`;
+}

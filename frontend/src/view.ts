@@ -7,7 +7,7 @@
 import uPlot from "uplot";
 import { ErrorKind, HostStatus, type GPUInfo, type HostInfo, type ProcInfo } from "./gen/gpu_pb";
 import { attr, bar, cls, el, show, txt } from "./dom";
-import { ago, bytes, duration, NA, num, pct } from "./fmt";
+import { ago, bytes, clockSkew, duration, NA, num, pct } from "./fmt";
 import type { View } from "./filters";
 import {
   gpuState, stateOf, STATE_LABEL, type Facts, type GpuState, type HostRec, type Match, type Ring, type Thresholds,
@@ -232,6 +232,7 @@ export class HostView {
   private readonly seen = el("span", "seen");
   private readonly hostname = el("span", "hostname");
   private readonly addr = el("span", "addr");
+  private readonly skew = el("span", "skew");
   private readonly factsLine = el("p", "facts");
   private readonly disks = el("div", "disks");
   private disksKey = "";
@@ -261,7 +262,7 @@ export class HostView {
   private buildCard() {
     const h = el("header");
     const h2 = el("h2", "hid", this.id);
-    h.append(h2, this.status, this.seen, this.hostname, this.addr);
+    h.append(h2, this.status, this.seen, this.hostname, this.addr, this.skew);
     const table = el("table", "gpus");
     const thead = el("thead");
     const tr = el("tr");
@@ -327,6 +328,8 @@ export class HostView {
     const ips = [s.addr, i?.ip && i.ip !== s.addr ? `reports ${i.ip}` : ""].filter(Boolean).join(", ");
     txt(this.addr, ips);
     attr(this.addr, "title", "address as the hub saw it");
+    txt(this.skew, clockSkew(s.clockSkewMs));
+    attr(this.skew, "title", "this host's clock minus the hub's, from its last sample: set the host's clock (NTP)");
     if (i) {
       const load = i.load ? `load ${i.load.one.toFixed(2)} ${i.load.five.toFixed(2)} ${i.load.fifteen.toFixed(2)}` : `load ${NA}`;
       txt(

@@ -24,7 +24,8 @@ use prost::Message as _;
 
 use crate::close::Close;
 use crate::history;
-use crate::state::{ClaimError, ConnId, Credential, Hub, DOWN_AFTER_INTERVALS};
+use crate::identity::{Identity, IdentityError, Verdict};
+use crate::state::{ClaimError, ConnId, Credential, DOWN_AFTER_INTERVALS};
 use crate::App;
 
 /// Backfill frames allowed per second, as a multiple of the live frame limit.
@@ -56,7 +57,7 @@ impl AgentAuth {
             .enrollment
             .as_deref()
             .is_some_and(|e| auth::token_matches(given, e.as_bytes()));
-        host.or(enrolled.then_some(Credential::Enrollment))
+        host.or(enrolled.then_some(Credential::Enrollment(None)))
     }
 }
 
@@ -71,7 +72,9 @@ pub async fn upgrade(
             .stats
             .connections_refused
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("agent connection from {peer} refused: missing or wrong token");
+        app.refusals.warn(&format!("token:{}", peer.ip()), || {
+            format!("agent connection from {peer} refused: missing or wrong token")
+        });
         return (
             StatusCode::UNAUTHORIZED,
             "missing or wrong agent token (send Authorization: Bearer <HMON_TOKEN>)\n",
@@ -94,11 +97,24 @@ async fn send(socket: &mut WebSocket, msg: hub_message::Msg) -> bool {
     socket.send(Message::Binary(bytes.into())).await.is_ok()
 }
 
+/// A close frame's reason holds at most 123 bytes (RFC 6455); a longer one would make the
+/// close itself fail. The whole reason travels in the `Refused` frame before it.
+const MAX_CLOSE_REASON: usize = 123;
+
 async fn close(socket: &mut WebSocket, why: &Close) {
     let Some(code) = why.code() else { return };
+    let mut reason = why.to_string();
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON - 3;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
     let frame = CloseFrame {
         code,
-        reason: why.to_string().into(),
+        reason: reason.into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
@@ -169,13 +185,13 @@ async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: 
     };
 
     let conn = hub.next_conn_id();
-    let Some(id) = admit(&hub, &mut socket, &hello, &credential, conn, peer).await else {
+    let Some(id) = admit(&app, &mut socket, &hello, credential, conn, peer).await else {
         return;
     };
     hub.stats.agents_connected.fetch_add(1, Ordering::Relaxed);
     tracing::info!("agent {id} connected from {peer}");
     let rate = app.cfg.limits.agent_frames_per_sec;
-    let why = stream(&app, &mut socket, &id, conn, &hello, max, rate).await;
+    let why = stream(&app, &mut socket, &id, conn, max, rate).await;
     hub.release(&id, conn);
     hub.stats.agents_connected.fetch_sub(1, Ordering::Relaxed);
     match why {
@@ -193,13 +209,14 @@ async fn session(app: App, mut socket: WebSocket, peer: SocketAddr, credential: 
 
 /// Checks the hello and claims the host id; returns it, or refuses the connection.
 async fn admit(
-    hub: &Arc<Hub>,
+    app: &App,
     socket: &mut WebSocket,
     hello: &AgentHello,
-    credential: &Credential,
+    credential: Credential,
     conn: ConnId,
     peer: SocketAddr,
 ) -> Option<String> {
+    let hub = &app.hub;
     if hello.protocol_version != PushProtocol::V1 as u32 {
         let reason = format!(
             "unsupported protocol version {} (this hub speaks {})",
@@ -211,7 +228,7 @@ async fn admit(
         return None;
     }
     let id = hello.host_id.clone();
-    if let Credential::Host(owner) = credential {
+    if let Credential::Host(owner) = &credential {
         if *owner != id {
             let reason = format!("this token belongs to host {owner:?}, not {id:?}");
             tracing::warn!("agent {peer}: {reason}");
@@ -219,7 +236,47 @@ async fn admit(
             return None;
         }
     }
-    let interval = Duration::from_millis(u64::from(hello.interval_ms));
+    if let Err(reason) = hmonitor_proto::limits::check_hello(hello) {
+        hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+        app.refusals.warn(&format!("hello:{peer}"), || {
+            format!("agent {peer} refused: {reason}")
+        });
+        refuse(socket, &reason, false).await;
+        return None;
+    }
+    // With the shared token, the id must not be reserved, and must be pinned to this agent's
+    // host key (or be pinned to it now: trust on first use).
+    let (credential, to_pin) = match credential {
+        Credential::Enrollment(_) => {
+            let checked = Identity::digest(&hello.host_key).and_then(|digest| {
+                app.identity
+                    .check_enrolled(&id, digest)
+                    .map(|verdict| (digest, verdict))
+            });
+            match checked {
+                Ok((digest, verdict)) => (
+                    Credential::Enrollment(digest),
+                    match verdict {
+                        Verdict::New(d) => Some(d),
+                        Verdict::Known | Verdict::Unpinned => None,
+                    },
+                ),
+                Err(e) => {
+                    hub.stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    // One line per id (and per minute): an impostor retrying does not flood
+                    // the journal.
+                    app.refusals
+                        .warn(&format!("id:{id}"), || format!("agent {peer} refused: {e}"));
+                    refuse(socket, &e.to_string(), false).await;
+                    return None;
+                }
+            }
+        }
+        other => (other, None),
+    };
+    let interval = hmonitor_proto::limits::clamp_interval(hello.interval_ms);
     let addr = peer.to_string();
     match hub.claim(
         &id,
@@ -234,10 +291,21 @@ async fn admit(
             hub.stats
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("agent {peer} refused: {e}");
+            app.refusals.warn(&format!("claim:{id}"), || {
+                format!("agent {peer} refused: {e}")
+            });
             // Taken: the other connection may go. Full: an admin must act first, so the agent
             // waits its longest delay.
             let retry = matches!(e, ClaimError::Taken(_));
+            refuse(socket, &e.to_string(), retry).await;
+            return None;
+        }
+    }
+    if let Some(digest) = to_pin {
+        if let Err(e) = app.identity.pin(&id, digest, &addr) {
+            hub.release(&id, conn);
+            tracing::warn!("agent {peer} refused: {e}");
+            let retry = !matches!(e, IdentityError::Pinned(_));
             refuse(socket, &e.to_string(), retry).await;
             return None;
         }
@@ -254,20 +322,58 @@ async fn admit(
     Some(id)
 }
 
+/// A sample's time must be within `skew` of the hub's clock (backfill may be older, never
+/// newer). Live samples also record the agent's clock skew for the page and `/metrics`.
+fn check_sample_time(
+    hub: &crate::state::Hub,
+    id: &str,
+    sample_ms: u64,
+    backfill: bool,
+    skew: Duration,
+) -> Result<(), String> {
+    let now = hmonitor_proto::unix_ms(std::time::SystemTime::now());
+    let diff = i64::try_from(sample_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(i64::try_from(now).unwrap_or(i64::MAX));
+    if !backfill {
+        hub.note_clock_skew(id, diff);
+    }
+    let limit = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
+    let too_far = if backfill {
+        diff > limit
+    } else {
+        diff.abs() > limit
+    };
+    if too_far {
+        let (how, dir) = if diff > 0 {
+            (diff, "ahead of")
+        } else {
+            (-diff, "behind")
+        };
+        let how = humantime::format_duration(Duration::from_secs(how.unsigned_abs() / 1000));
+        return Err(format!(
+            "sample_ms is {how} {dir} the hub's clock (limit ±{}); set the host's clock (NTP)",
+            humantime::format_duration(skew)
+        ));
+    }
+    Ok(())
+}
+
 /// Receives snapshots until the connection ends, or the hub stops; returns why it ended.
 async fn stream(
     app: &App,
     socket: &mut WebSocket,
     id: &str,
     conn: ConnId,
-    hello: &AgentHello,
     max: usize,
     rate: u32,
 ) -> Close {
     let hub = &app.hub;
     let stopping = app.stop.wait();
     tokio::pin!(stopping);
-    let interval = Duration::from_millis(u64::from(hello.interval_ms.max(100)));
+    // As claimed: the agent's own interval, clamped to the contract's range.
+    let interval = hub.interval_of(id);
+    let skew = app.cfg.max_clock_skew;
     // The agent pings every interval: silence for 3 intervals means a dead (half-open) peer.
     let silence = interval * DOWN_AFTER_INTERVALS;
     let mut bucket = crate::limits::TokenBucket::per_second(rate);
@@ -335,6 +441,14 @@ async fn stream(
             Ok(Some(agent_message::Msg::Snapshot(s))) => {
                 hub.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
                 let mut info = s.info.unwrap_or_default();
+                if let Err(reason) = hmonitor_proto::limits::check_host_info(&info) {
+                    hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                    return Close::Policy(format!("frame refused: {reason}"));
+                }
+                if let Err(reason) = check_sample_time(hub, id, s.sample_ms, s.backfill, skew) {
+                    hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                    return Close::Policy(reason);
+                }
                 info.id = id.to_owned();
                 if let Some(reason) = history::record_pushed(
                     hub.history(),
@@ -352,7 +466,11 @@ async fn stream(
                     continue;
                 }
                 if !hub.ingest(id, conn, s.seq, info) {
-                    return Close::Policy("replaced by a newer connection".into());
+                    return Close::Policy(
+                        "this connection no longer holds the host id (a newer connection took \
+                         it, or an admin forgot the host)"
+                            .into(),
+                    );
                 }
             }
             Ok(Some(agent_message::Msg::Hello(_))) => {

@@ -3,12 +3,10 @@
 //! `<data_dir>/enrollment-token`, or generates and stores one on first start.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use hmonitor_common::auth::check_token;
 
 /// An enrollment token generated on this start (none was configured and none was stored).
 pub struct GeneratedToken {
@@ -54,9 +52,6 @@ pub const TOKEN_FILE: &str = "enrollment-token";
 /// Random bytes in a generated token (hex-encoded: 64 characters).
 const TOKEN_BYTES: usize = 32;
 
-/// A token file is a few dozen bytes; anything longer is not one of ours.
-const MAX_TOKEN_FILE_BYTES: u64 = 4096;
-
 /// Why the stored token could not be used or made.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollmentError {
@@ -98,7 +93,16 @@ impl StoredToken {
 /// The token stored in `<data_dir>/enrollment-token`, generated and stored (mode 0600) when
 /// there is none yet.
 pub fn ensure(data_dir: &Path) -> Result<StoredToken, EnrollmentError> {
-    let path = data_dir.join(TOKEN_FILE);
+    ensure_named(data_dir, TOKEN_FILE)
+}
+
+/// Name of the generated admin token's file inside the data directory (`hmonitor-hub hosts`
+/// reads it from there when it runs on the hub's machine).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The token of `<data_dir>/<name>`, generated and stored (mode 0600) when there is none yet.
+pub fn ensure_named(data_dir: &Path, name: &str) -> Result<StoredToken, EnrollmentError> {
+    let path = data_dir.join(name);
     if let Some(token) = read_token_file(&path)? {
         return Ok(StoredToken::Read { token, path });
     }
@@ -143,40 +147,18 @@ pub fn ensure(data_dir: &Path) -> Result<StoredToken, EnrollmentError> {
 }
 
 /// The stored token; `None` when there is no file.
-fn read_token_file(path: &Path) -> Result<Option<String>, EnrollmentError> {
-    let fail = |reason: String| EnrollmentError::TokenFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fail(e.to_string())),
-    };
-    let mode = file
-        .metadata()
-        .map_err(|e| fail(e.to_string()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            "{} is readable or writable by group or others (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    let mut buf = String::new();
-    file.take(MAX_TOKEN_FILE_BYTES)
-        .read_to_string(&mut buf)
-        .map_err(|e| fail(e.to_string()))?;
-    let token = buf.trim();
-    if token.is_empty() {
-        return Err(fail(
-            "is empty; delete it to have a new token generated".into(),
-        ));
-    }
-    check_token(token).map(Some).map_err(fail)
+pub fn read_token_file(path: &Path) -> Result<Option<String>, EnrollmentError> {
+    hmonitor_common::auth::read_token_file(path).map_err(|reason| {
+        let reason = if reason == "is empty" {
+            "is empty; delete it to have a new token generated".to_owned()
+        } else {
+            reason
+        };
+        EnrollmentError::TokenFile {
+            path: path.to_owned(),
+            reason,
+        }
+    })
 }
 
 fn random_token() -> Result<String, EnrollmentError> {

@@ -82,34 +82,40 @@ impl HostMonitor for Facade {
     }
 }
 
+/// Handshakes (TLS, or HTTP/2's connection preface) in progress at once; past it, accepting
+/// waits. Each has [`crate::tls::HANDSHAKE_TIMEOUT`].
+const MAX_HANDSHAKES: usize = 256;
+
+/// The HTTP/2 connection preface every gRPC client sends first.
+const H2_PREFACE_LEN: usize = 24;
+
 /// Serves the facade on `listener` until `shutdown` completes. Connections from outside
-/// `allow` are closed unread. `History` answers from the hub's history store.
+/// `allow` are closed unread. `History` answers from the hub's history store. Each connection
+/// must finish its TLS handshake (or, in plain text, send HTTP/2's preface) within 10 s, many at
+/// once, so a caller that connects and says nothing holds neither a socket nor the others up.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     allow: Allowlist,
     conns_per_addr: usize,
     viewer_token: Option<String>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     // The allowlist first (a refused address is not counted), then each address's share.
     let counter = ConnCounter::new(conns_per_addr, hub.clone());
-    let incoming = allowed_connections(listener, allow, "gRPC").filter_map(move |conn| {
+    let admitted = allowed_connections(listener, allow, "gRPC").filter_map(move |conn| {
         let admitted = match conn {
             Ok(stream) => match stream.peer_addr() {
-                Ok(peer) => counter.admit(stream, peer).map(Ok),
+                Ok(peer) => counter.admit(stream, peer),
                 Err(_) => None, // gone already
             },
-            Err(e) => Some(Err(e)),
+            // Accept errors (out of file descriptors) were logged by the allowlist.
+            Err(_) => None,
         };
         std::future::ready(admitted)
     });
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
-    }
-    server
+    let server = tonic::transport::Server::builder()
         // Bound what one caller can hold open.
         .timeout(Duration::from_secs(10))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -121,9 +127,67 @@ pub async fn serve(
         .add_service(HistoryServer::new(HistoryFacade::new(
             hub.history().cloned(),
             viewer_token,
-        )))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        )));
+    let timeout = crate::tls::HANDSHAKE_TIMEOUT;
+    match tls {
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let incoming = admitted
+                .map(move |stream| {
+                    let acceptor = acceptor.clone();
+                    async move {
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => Some(Ok::<_, std::io::Error>(tls)),
+                            Ok(Err(e)) => {
+                                tracing::debug!("gRPC TLS handshake failed: {e}");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!("gRPC TLS handshake timed out");
+                                None
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(MAX_HANDSHAKES)
+                .filter_map(std::future::ready);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            let incoming = admitted
+                .map(move |stream| async move {
+                    match tokio::time::timeout(timeout, preface(&stream)).await {
+                        Ok(true) => Some(Ok::<_, std::io::Error>(stream)),
+                        Ok(false) => None,
+                        Err(_) => {
+                            tracing::debug!("gRPC connection sent no HTTP/2 preface within 10 s");
+                            None
+                        }
+                    }
+                })
+                .buffer_unordered(MAX_HANDSHAKES)
+                .filter_map(std::future::ready);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
+}
+
+/// Waits until the HTTP/2 preface has arrived (peeked, so tonic still reads it); false when the
+/// peer closed or failed first.
+async fn preface(stream: &crate::limits::Counted) -> bool {
+    let mut buf = [0u8; H2_PREFACE_LEN];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n >= H2_PREFACE_LEN => return true,
+            Ok(0) | Err(_) => return false,
+            // Part of it: wait for more to arrive (peek returns at once while data is queued).
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +211,7 @@ mod tests {
             hub.claim(
                 id,
                 c,
-                Credential::Enrollment,
+                Credential::Enrollment(None),
                 HostSource::Push,
                 "127.0.0.1:1",
                 Duration::from_secs(1),

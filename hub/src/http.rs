@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::{agent_ws, assets, history_api, live, App};
+use crate::{admin, agent_ws, assets, history_api, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
@@ -24,6 +24,13 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::handler))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
+    let admin = Router::new()
+        .route("/api/admin/hosts", get(admin::hosts))
+        .route(
+            "/api/admin/hosts/{id}",
+            axum::routing::delete(admin::forget),
+        )
+        .layer(middleware::from_fn_with_state(app.clone(), admin::gate));
     Router::new()
         // Agents authenticate with their own tokens; the viewer gate does not apply.
         .route("/api/agent", get(agent_ws::upgrade))
@@ -31,6 +38,7 @@ pub fn router(app: App) -> Router {
         // gate), and a browser sends no `?token=` with them.
         .route("/assets/{*path}", get(assets::asset))
         .merge(viewers)
+        .merge(admin)
         // Outermost first: every response gets the headers, every request the origin check.
         .layer(middleware::from_fn_with_state(
             app.clone(),

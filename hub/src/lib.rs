@@ -1,6 +1,8 @@
 //! hmonitor-hub: accepts agents (WebSocket push, or the seed's pull), keeps each host's latest
 //! frame in a concurrent map, fans frames out to browsers, and serves the API and gRPC facade.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod agent_ws;
 pub mod assets;
 pub mod close;
@@ -11,11 +13,13 @@ pub mod guard;
 pub mod history;
 pub mod history_api;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod pull;
+pub mod refusal_log;
 pub mod serve;
 pub mod server;
 pub mod state;
@@ -33,4 +37,10 @@ pub struct App {
     pub viewers: hmonitor_common::auth::TokenGate,
     /// The hub's stop: sessions watch it to close with 1001 when the hub stops.
     pub stop: hmonitor_common::run::Stop,
+    /// Which agent may report as which host id (reserved ids, pinned host keys).
+    pub identity: Arc<identity::Identity>,
+    /// Refused connections, logged at a bounded rate.
+    pub refusals: Arc<refusal_log::RefusalLog>,
+    /// What admin actions (`/api/admin/…`) must present.
+    pub admins: hmonitor_common::auth::TokenGate,
 }

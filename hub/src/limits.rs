@@ -267,6 +267,13 @@ pub struct Counted {
     release: Option<(Counts, IpAddr)>,
 }
 
+impl Counted {
+    /// Reads without consuming (what a protocol sniffer needs before handing the stream on).
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.peek(buf).await
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         if let Some((counts, ip)) = self.release.take() {

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hmonitor_common::run::{self as cli, shutdown_signal};
-use hmonitor_hub::config::{self, Args};
-use hmonitor_hub::server;
+use std::io::IsTerminal as _;
+
+use hmonitor_hub::config::{self, Args, Command};
+use hmonitor_hub::{admin_cli, server};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -17,12 +19,38 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(command) = &args.command {
+        // Read the configuration as the hub would, without making any token.
+        let file = args
+            .config
+            .as_deref()
+            .map(config::ConfigFile::read)
+            .transpose()?;
+        let mut cfg = config::resolve(&args, file.as_ref(), std::env::var_os("STATE_DIRECTORY"))?;
+        config::read_token_files(&mut cfg)?;
+        return match command {
+            Command::EnrollLine => {
+                println!("{}", admin_cli::enroll_line(&cfg)?);
+                Ok(())
+            }
+            Command::Hosts { hub, action } => admin_cli::hosts(&cfg, hub.as_deref(), action).await,
+        };
+    }
     raise_fd_limit();
     let (cfg, generated) = config::load(&args, std::env::var_os("STATE_DIRECTORY"))?;
     let server = server::bind(cfg).await?;
     if let Some(g) = generated {
-        // Deliberately on stdout and only once: the log never carries a token.
-        println!("{}", g.add_host_hint(server.http_addr()));
+        if std::io::stdout().is_terminal() {
+            // Only to a person at a terminal: the journal (systemd's stdout) never carries a
+            // token.
+            println!("{}", g.add_host_hint(server.http_addr()));
+        } else {
+            tracing::info!(
+                "no token was configured: an enrollment token was generated and stored in {}; \
+                 `hmonitor-hub enroll-line` prints the command that adds a host",
+                g.path.display()
+            );
+        }
     }
     server.run(shutdown_signal()).await?;
     Ok(())

@@ -65,6 +65,10 @@ const HOST_GAUGES: &[(&str, &str)] = &[
         "host_last_seen_timestamp_seconds",
         "When the hub last received a report from the host",
     ),
+    (
+        "host_clock_skew_seconds",
+        "The host's clock minus the hub's, from its last live sample (network delay included)",
+    ),
     ("host_info", "Host facts as labels; always 1"),
     (
         "host_cpu_utilization_percent",
@@ -221,6 +225,9 @@ fn host(g: &Gauges, state: &HostState) {
             &host,
             Some(state.last_seen_ms as f64 / 1000.0),
         );
+    }
+    if let Some(skew) = state.clock_skew_ms {
+        g.set("host_clock_skew_seconds", &host, Some(skew as f64 / 1000.0));
     }
     let Some(info) = state.info.as_ref().filter(|_| up) else {
         return;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::agent_ws::AgentAuth;
 use crate::config::HubConfig;
 use crate::history::{History, StoreError};
+use crate::identity::Identity;
 use crate::limits::PerAddrListener;
 use crate::local::LocalAgent;
 use crate::state::Hub;
@@ -41,6 +42,8 @@ pub enum ServeError {
     History(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("cannot start the local agent: {0}")]
     LocalAgent(String),
     #[error("HTTP server failed: {0}")]
@@ -55,7 +58,7 @@ pub struct Server {
     http: TcpListener,
     http_addr: SocketAddr,
     http_tls: Option<Arc<rustls::ServerConfig>>,
-    grpc: Option<(TcpListener, Option<tonic::transport::ServerTlsConfig>)>,
+    grpc: Option<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     grpc_addr: Option<SocketAddr>,
     local: Option<LocalAgent>,
     pull_ca: Option<tonic::transport::Certificate>,
@@ -105,13 +108,27 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
         None
     };
 
+    // Ids the shared token may never report as: those with their own token, the pull
+    // targets, and the hub's own local agent.
+    let reserved: std::collections::BTreeSet<String> = cfg
+        .host_tokens
+        .keys()
+        .cloned()
+        .chain(cfg.pull_targets.iter().map(|t| t.id.clone()))
+        .chain(local.as_ref().map(|l| l.id().to_owned()))
+        .collect();
+    let identity = Arc::new(Identity::open(&cfg.data_dir, reserved)?);
     let viewers = TokenGate::new(cfg.viewer_token.clone());
+    let admins = TokenGate::new(cfg.admin_token.clone());
     let app = App {
         hub,
         cfg,
         auth,
         viewers,
         stop: Stop::new(),
+        identity,
+        refusals: Arc::default(),
+        admins,
     };
     Ok(Server {
         app,
@@ -270,14 +287,18 @@ impl Server {
         let http = async {
             let listener = PerAddrListener::new(http, cfg.limits.conns_per_addr, hub.clone());
             let router = http::router(app.clone());
-            let head = cfg.http_head_timeout;
+            let timeouts = crate::serve::Timeouts {
+                head: cfg.http_head_timeout,
+                idle: cfg.http_idle_timeout,
+                drain: SESSION_DRAIN,
+            };
             match http_tls {
                 Some(tls) => {
                     let listener = TlsListener::new(listener, tls).map_err(ServeError::Http)?;
-                    crate::serve::serve(listener, router, stop.clone(), head, SESSION_DRAIN).await;
+                    crate::serve::serve(listener, router, stop.clone(), timeouts).await;
                 }
                 None => {
-                    crate::serve::serve(listener, router, stop.clone(), head, SESSION_DRAIN).await;
+                    crate::serve::serve(listener, router, stop.clone(), timeouts).await;
                 }
             }
             stop.stop();

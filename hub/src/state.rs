@@ -34,8 +34,9 @@ pub type ConnId = u64;
 pub enum Credential {
     /// A token configured for this host alone.
     Host(String),
-    /// The shared enrollment token.
-    Enrollment,
+    /// The shared enrollment token, with the digest of the agent's host key (none: it has
+    /// none). Two agents with different keys never take each other's id over.
+    Enrollment(Option<hmonitor_common::auth::HostKeyDigest>),
     /// No token needed: a pull target or the hub's own local agent.
     Internal,
 }
@@ -257,6 +258,14 @@ impl Hub {
         Ok(())
     }
 
+    /// The agent's clock minus the hub's, from its latest live sample; shown on the page and
+    /// in `/metrics` (and kept when the sample itself is refused for it).
+    pub fn note_clock_skew(&self, id: &str, skew_ms: i64) {
+        if let Some(mut entry) = self.hosts.get_mut(id) {
+            entry.state.clock_skew_ms = Some(skew_ms);
+        }
+    }
+
     /// Stores a report from connection `conn` and sends it to every browser. Returns false
     /// when `conn` no longer owns the host (another connection took it over).
     pub fn ingest(&self, id: &str, conn: ConnId, seq: u64, info: HostInfo) -> bool {
@@ -316,6 +325,19 @@ impl Hub {
         for e in events {
             let _ = self.live.send(e);
         }
+    }
+
+    /// Removes `id` (an admin forgot it): browsers are told, its connection (if any) can no
+    /// longer report, and it no longer counts against `max_hosts`. Returns whether it was known.
+    pub fn forget(&self, id: &str) -> bool {
+        if self.hosts.remove(id).is_none() {
+            return false;
+        }
+        self.known.fetch_sub(1, Ordering::SeqCst);
+        let _ = self
+            .live
+            .send(encode_event(live_event::Event::Removed(id.to_owned())));
+        true
     }
 
     /// Every host's latest frame: what a browser gets on connect or after falling behind.
@@ -390,7 +412,7 @@ mod tests {
         hub.claim(
             "a",
             c,
-            Credential::Enrollment,
+            Credential::Enrollment(None),
             HostSource::Push,
             "127.0.0.1:1",
             Duration::from_secs(1),
@@ -435,7 +457,14 @@ mod tests {
         )
         .expect("first");
         assert_eq!(
-            hub.claim("a", c2, Credential::Enrollment, HostSource::Push, "y", i),
+            hub.claim(
+                "a",
+                c2,
+                Credential::Enrollment(None),
+                HostSource::Push,
+                "y",
+                i
+            ),
             Err(ClaimError::Taken("a".into()))
         );
         hub.claim(

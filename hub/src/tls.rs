@@ -64,6 +64,16 @@ impl TlsFiles {
 
     /// The rustls server configuration (HTTP/1.1 only: WebSockets upgrade over HTTP/1.1).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.config_for(b"http/1.1")
+    }
+
+    /// The gRPC facade's TLS (HTTP/2), handshaken by the hub itself so that it is bounded in
+    /// time like the HTTP side's.
+    pub fn grpc_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.config_for(b"h2")
+    }
+
+    fn config_for(&self, alpn: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let (certs, key) = self.parse()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -79,7 +89,7 @@ impl TlsFiles {
                 ))
             })?;
         let mut cfg = cfg;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(cfg))
     }
 
@@ -102,16 +112,6 @@ impl TlsFiles {
             ))
         })?;
         Ok((certs, key))
-    }
-
-    /// The gRPC facade's TLS identity (tonic loads the same PEM files).
-    pub fn grpc_config(&self) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
-        // Parse first, for the same clear errors as the HTTP side.
-        self.parse()?;
-        let cert = Self::read(&self.cert, "certificate")?;
-        let key = Self::read(&self.key, "key")?;
-        Ok(tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key)))
     }
 }
 

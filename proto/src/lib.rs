@@ -58,6 +58,8 @@ mod json {
     enum_as_name!(host_source, crate::HostSource);
 }
 
+pub mod limits;
+
 /// Milliseconds since the Unix epoch, the unit every timestamp in the contract uses.
 pub fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)

@@ -88,6 +88,9 @@ pub struct PushConfig {
     pub backlog: Duration,
     /// Where backlogs survive restarts (the state directory); none: memory only.
     pub backlog_dir: Option<std::path::PathBuf>,
+    /// The host key kept in the state directory, sent in every hello so the hub can pin this
+    /// host id to this agent; none without a state directory.
+    pub host_key: Option<[u8; hmonitor_common::auth::HOST_KEY_LEN]>,
 }
 
 /// How often a changed backlog is written to the state directory.
@@ -109,6 +112,7 @@ struct Shared {
     /// Certificates are not verified (HMON_INSECURE_SKIP_VERIFY): warned on every connect.
     insecure: bool,
     interval: Duration,
+    host_key: Vec<u8>,
 }
 
 impl Pusher {
@@ -159,6 +163,7 @@ impl Pusher {
                 tls,
                 insecure: cfg.tls.insecure,
                 interval: cfg.interval,
+                host_key: cfg.host_key.map(|k| k.to_vec()).unwrap_or_default(),
             }),
             first_sample_within: cfg.first_sample_within,
         })
@@ -315,7 +320,7 @@ async fn sequence(
 }
 
 /// The hello for a connection, with facts from the latest report.
-fn hello(info: &HostInfo, interval: Duration) -> AgentMessage {
+fn hello(info: &HostInfo, interval: Duration, host_key: &[u8]) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Hello(AgentHello {
             protocol_version: PushProtocol::V1 as u32,
@@ -326,6 +331,7 @@ fn hello(info: &HostInfo, interval: Duration) -> AgentMessage {
             cuda_version: info.cuda_version.clone(),
             gpus: info.gpus.iter().map(gpu_fact).collect(),
             interval_ms: millis(interval),
+            host_key: host_key.to_vec(),
         })),
     }
 }
@@ -399,6 +405,7 @@ mod tests {
             tls: Default::default(),
             backlog: Duration::ZERO,
             backlog_dir: None,
+            host_key: None,
         };
         let err = Pusher::new(cfg).err().expect("must fail").to_string();
         assert!(!err.contains("sec"), "{err}");
@@ -429,13 +436,15 @@ mod tests {
             }],
             ..Default::default()
         };
-        let Some(agent_message::Msg::Hello(h)) = hello(&info, Duration::from_millis(1500)).msg
+        let Some(agent_message::Msg::Hello(h)) =
+            hello(&info, Duration::from_millis(1500), &[7; 32]).msg
         else {
             panic!("not a hello");
         };
         assert_eq!(h.protocol_version, PushProtocol::V1 as u32);
         assert_eq!(h.host_id, "gpu-01");
         assert_eq!(h.hostname, "gpu-01.lab");
+        assert_eq!(h.host_key, vec![7; 32]);
         assert_eq!(h.interval_ms, 1500);
         assert_eq!(h.cuda_version, None);
         assert_eq!(h.gpus.len(), 1);

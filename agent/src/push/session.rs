@@ -165,7 +165,11 @@ pub(super) async fn session(
     };
     let (mut sink, mut stream) = ws.split();
 
-    let hello = Message::Binary(hello(&first.info, shared.interval).encode_to_vec().into());
+    let hello = Message::Binary(
+        hello(&first.info, shared.interval, &shared.host_key)
+            .encode_to_vec()
+            .into(),
+    );
     let handshake = async {
         sink.send(hello).await?;
         wait_accepted(&mut stream).await

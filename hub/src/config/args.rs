@@ -27,8 +27,11 @@ use super::values::{parse_flag_token, parse_frame_bytes, parse_host_name, parse_
                   Seed settings:   hmonitor-hub --settings-py bin/settings.py"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file (see hub.example.toml).
-    #[arg(long, env = "HMON_HUB_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = "HMON_HUB_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Address for HTTP: the page, the API, agent and browser WebSockets [default: 0.0.0.0:5000].
@@ -41,7 +44,7 @@ pub struct Args {
 
     /// Directory for history and the generated enrollment token
     /// [default: $STATE_DIRECTORY (systemd), else ./data].
-    #[arg(long, env = "HMON_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "HMON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Interval assumed for agents that do not say theirs, and the poll interval of pull
@@ -54,6 +57,11 @@ pub struct Args {
     #[arg(long, env = "HMON_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
     pub token: Option<String>,
 
+    /// File holding the shared enrollment token (instead of --token, so it never shows in
+    /// `ps` or a unit file) [default: systemd credential `enrollment-token`, if loaded].
+    #[arg(long, env = "HMON_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
     /// Who may open the page, the API and the gRPC facade: comma-separated CIDRs
     /// [default: everyone].
     #[arg(long, env = "HMON_VIEWER_ALLOW", value_name = "CIDRS")]
@@ -62,6 +70,23 @@ pub struct Args {
     /// Token browsers and API clients must present [default: none needed].
     #[arg(long, env = "HMON_VIEWER_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
     pub viewer_token: Option<String>,
+
+    /// File holding the viewer token [default: systemd credential `viewer-token`, if loaded].
+    #[arg(long, env = "HMON_VIEWER_TOKEN_FILE", value_name = "PATH")]
+    pub viewer_token_file: Option<PathBuf>,
+
+    /// Token for admin actions (forgetting a host) [default: the one in
+    /// <data-dir>/admin-token, generated on first start].
+    #[arg(long, env = "HMON_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_flag_token, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// File holding the admin token [default: systemd credential `admin-token`, if loaded].
+    #[arg(long, env = "HMON_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// systemd's credentials directory (LoadCredential=), read from its environment.
+    #[arg(long, env = "CREDENTIALS_DIRECTORY", hide = true, value_name = "DIR")]
+    pub credentials_directory: Option<PathBuf>,
 
     /// Origins besides the hub's own whose pages may use the API and the live feed,
     /// comma-separated `scheme://host[:port]` [default: none; the hub's own origin always may].
@@ -77,6 +102,15 @@ pub struct Args {
     /// between requests), else it is closed, e.g. 30s [default: 30s].
     #[arg(long, env = "HMON_HTTP_HEAD_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub http_head_timeout: Option<Duration>,
+
+    /// An idle keep-alive HTTP connection is closed after this, e.g. 60s [default: 60s].
+    #[arg(long, env = "HMON_HTTP_IDLE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub http_idle_timeout: Option<Duration>,
+
+    /// A sample stamped further than this from the hub's clock is refused, e.g. 5m
+    /// [default: 5m].
+    #[arg(long, env = "HMON_MAX_CLOCK_SKEW", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_clock_skew: Option<Duration>,
 
     /// Most host ids the hub keeps at once; a new id past it is refused [default: 20000].
     #[arg(long, env = "HMON_MAX_HOSTS", value_name = "N")]
@@ -147,9 +181,39 @@ pub struct Args {
     pub history_1h: Option<Duration>,
 }
 
+/// What `hmonitor-hub` does besides running the hub.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the command that adds a host to this hub. It holds the enrollment token: meant
+    /// for your terminal, never for a log.
+    EnrollLine,
+    /// List host ids, or forget one (admin; the admin token comes from --admin-token(-file),
+    /// HMON_ADMIN_TOKEN(_FILE), or <data-dir>/admin-token).
+    Hosts {
+        /// The hub's URL [default: http(s)://127.0.0.1:<port of --listen>].
+        #[arg(long, value_name = "URL")]
+        hub: Option<String>,
+        #[command(subcommand)]
+        action: HostsAction,
+    },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum HostsAction {
+    /// Every known or pinned host id, with its status and pin.
+    List,
+    /// Forget a host: release its pinned host key (the next agent with the shared token
+    /// pins the id anew) and drop its live state. Its history is kept.
+    Forget {
+        /// The host id.
+        id: String,
+    },
+}
+
 impl fmt::Debug for Args {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Args")
+            .field("command", &self.command)
             .field("config", &self.config)
             .field("listen", &self.listen)
             .field("grpc_listen", &self.grpc_listen)
@@ -158,6 +222,13 @@ impl fmt::Debug for Args {
             .field("token", &redacted(&self.token))
             .field("viewer_allow", &self.viewer_allow)
             .field("viewer_token", &redacted(&self.viewer_token))
+            .field("token_file", &self.token_file)
+            .field("viewer_token_file", &self.viewer_token_file)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("admin_token_file", &self.admin_token_file)
+            .field("credentials_directory", &self.credentials_directory)
+            .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("http_head_timeout", &self.http_head_timeout)

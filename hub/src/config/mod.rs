@@ -29,7 +29,7 @@ use hmonitor_sampler::{SamplerConfig, CMDLINE_MAX};
 
 use crate::enrollment::{self, EnrollmentError, GeneratedToken, StoredToken};
 
-pub use args::Args;
+pub use args::{Args, Command, HostsAction};
 pub use file::ConfigFile;
 pub use resolve::resolve;
 pub use settings_py::{parse_settings_py, SettingsPyEntry, SettingsPyError};
@@ -92,6 +92,10 @@ pub struct HubConfig {
     pub viewer_allow: Allowlist,
     /// When set, browsers and API clients must present it.
     pub viewer_token: Option<String>,
+    /// Admin actions (forgetting a host) need it; `load` makes sure there is one.
+    pub admin_token: Option<String>,
+    /// Where tokens not given as values are read from (`load` reads them).
+    pub token_files: TokenFiles,
     /// Origins besides the hub's own whose pages may use the API and the live feed
     /// (`scheme://host[:port]`); any other cross-site `Origin` is refused.
     pub allowed_origins: Vec<String>,
@@ -105,6 +109,10 @@ pub struct HubConfig {
     /// An HTTP connection must send a request head within this, from its start and while it
     /// waits idle between requests; else it is closed.
     pub http_head_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub http_idle_timeout: Duration,
+    /// A sample stamped further than this from the hub's clock is refused.
+    pub max_clock_skew: Duration,
     /// An agent for this machine inside the hub (`[local_agent]`).
     pub local_agent: LocalAgent,
     /// Per-address connections, per-agent frame rate.
@@ -145,12 +153,16 @@ impl Default for HubConfig {
             pull_targets: Vec::new(),
             viewer_allow: Allowlist::everyone(),
             viewer_token: None,
+            admin_token: None,
+            token_files: TokenFiles::default(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_hosts: DEFAULT_MAX_HOSTS,
             browser_write_timeout: Duration::from_secs(5),
             http_head_timeout: Duration::from_secs(30),
+            http_idle_timeout: Duration::from_secs(60),
+            max_clock_skew: Duration::from_secs(300),
             local_agent: LocalAgent::default(),
             limits: crate::limits::Limits::default(),
             pull_ca: None,
@@ -175,12 +187,16 @@ impl fmt::Debug for HubConfig {
             .field("pull_targets", &self.pull_targets)
             .field("viewer_allow", &self.viewer_allow.to_string())
             .field("viewer_token", &redacted(&self.viewer_token))
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("token_files", &self.token_files)
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_hosts", &self.max_hosts)
             .field("browser_write_timeout", &self.browser_write_timeout)
             .field("http_head_timeout", &self.http_head_timeout)
+            .field("http_idle_timeout", &self.http_idle_timeout)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("local_agent", &self.local_agent)
             .field("limits", &self.limits)
             .field("pull_ca", &self.pull_ca)
@@ -190,6 +206,22 @@ impl fmt::Debug for HubConfig {
             .finish()
     }
 }
+
+/// Files tokens are read from when no value is given: `--*-token-file`, `*_TOKEN_FILE`, the
+/// file's `*_token_file` keys, else systemd credentials (`LoadCredential=enrollment-token:…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFiles {
+    pub enrollment: Option<PathBuf>,
+    pub viewer: Option<PathBuf>,
+    pub admin: Option<PathBuf>,
+    /// systemd's `$CREDENTIALS_DIRECTORY`.
+    pub credentials: Option<PathBuf>,
+}
+
+/// Names of the systemd credentials the hub reads tokens from.
+pub const CREDENTIAL_ENROLLMENT: &str = "enrollment-token";
+pub const CREDENTIAL_VIEWER: &str = "viewer-token";
+pub const CREDENTIAL_ADMIN: &str = "admin-token";
 
 /// `[local_agent]` / `--local-agent*`: an agent for this machine inside the hub. Its own
 /// settings, never the agent's `HMON_*` variables (those would mean one thing to the hub and
@@ -255,6 +287,12 @@ pub enum ConfigError {
     Tls(#[from] crate::tls::TlsError),
     #[error("history retention: {0}")]
     History(String),
+    #[error("{what} file {}: {reason}", path.display())]
+    TokenFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Loads the configuration: `args` (flags and environment), the `--config` file, the seed's
@@ -271,8 +309,73 @@ pub fn load(
         None => None,
     };
     let mut cfg = resolve(args, file.as_ref(), state_directory)?;
+    read_token_files(&mut cfg)?;
     let generated = ensure_enrollment_token(&mut cfg)?;
+    ensure_admin_token(&mut cfg)?;
     Ok((cfg, generated))
+}
+
+/// Fills each token not given as a value from its file, else from its systemd credential.
+/// A named file must exist; a credential need not.
+pub fn read_token_files(cfg: &mut HubConfig) -> Result<(), ConfigError> {
+    let files = cfg.token_files.clone();
+    let slots: [(&'static str, &mut Option<String>, Option<PathBuf>, &str); 3] = [
+        (
+            "enrollment token",
+            &mut cfg.enrollment_token,
+            files.enrollment,
+            CREDENTIAL_ENROLLMENT,
+        ),
+        (
+            "viewer token",
+            &mut cfg.viewer_token,
+            files.viewer,
+            CREDENTIAL_VIEWER,
+        ),
+        (
+            "admin token",
+            &mut cfg.admin_token,
+            files.admin,
+            CREDENTIAL_ADMIN,
+        ),
+    ];
+    for (what, slot, named, credential) in slots {
+        if slot.is_some() {
+            continue;
+        }
+        let (path, required) = match (named, &files.credentials) {
+            (Some(p), _) => (p, true),
+            (None, Some(dir)) => (dir.join(credential), false),
+            (None, None) => continue,
+        };
+        let fail = |reason: String| ConfigError::TokenFile {
+            what,
+            path: path.clone(),
+            reason,
+        };
+        match hmonitor_common::auth::read_token_file(&path).map_err(fail)? {
+            Some(token) => {
+                *slot = Some(token);
+                cfg.sources.push(format!("{what}: {}", path.display()));
+            }
+            None if required => return Err(fail("no such file".to_owned())),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Admin actions always need a token: when none is configured, the one stored in
+/// `<data_dir>/admin-token`, generated (mode 0600) on first start and never printed.
+pub fn ensure_admin_token(cfg: &mut HubConfig) -> Result<(), ConfigError> {
+    if cfg.admin_token.is_some() {
+        return Ok(());
+    }
+    let stored = enrollment::ensure_named(&cfg.data_dir, enrollment::ADMIN_TOKEN_FILE)?;
+    cfg.sources
+        .push(format!("admin token: {}", stored.path().display()));
+    cfg.admin_token = Some(stored.token().to_owned());
+    Ok(())
 }
 
 /// Agents must authenticate (secure by default): when no token of any kind is configured, use

@@ -168,6 +168,32 @@ pub fn resolve(
             .clone()
             .filter(|t| !t.is_empty())
             .or_else(|| f.viewer_token.as_ref().map(|t| t.0.clone())),
+        admin_token: args
+            .admin_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .or_else(|| f.admin_token.as_ref().map(|t| t.0.clone())),
+        token_files: super::TokenFiles {
+            enrollment: path_of(
+                args.token_file.as_ref(),
+                f.enrollment_token_file.as_ref(),
+                file,
+            ),
+            viewer: path_of(
+                args.viewer_token_file.as_ref(),
+                f.viewer_token_file.as_ref(),
+                file,
+            ),
+            admin: path_of(
+                args.admin_token_file.as_ref(),
+                f.admin_token_file.as_ref(),
+                file,
+            ),
+            credentials: args
+                .credentials_directory
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+        },
         allowed_origins: args.allowed_origins.clone().unwrap_or_else(|| {
             f.allowed_origins
                 .iter()
@@ -194,6 +220,14 @@ pub fn resolve(
             .http_head_timeout
             .or(f.http_head_timeout.as_ref().map(|v| v.0))
             .unwrap_or(d.http_head_timeout),
+        http_idle_timeout: args
+            .http_idle_timeout
+            .or(f.http_idle_timeout.as_ref().map(|v| v.0))
+            .unwrap_or(d.http_idle_timeout),
+        max_clock_skew: args
+            .max_clock_skew
+            .or(f.max_clock_skew.as_ref().map(|v| v.0))
+            .unwrap_or(d.max_clock_skew),
         browser_write_timeout: f
             .browser_write_timeout
             .as_ref()
@@ -217,6 +251,18 @@ pub fn resolve(
         history,
         sources,
     })
+}
+
+/// A token file: the flag's (or environment's) path, else the file's (relative to the file).
+/// An empty value means unset.
+fn path_of(
+    flag: Option<&std::path::PathBuf>,
+    in_file: Option<&std::path::PathBuf>,
+    file: Option<&ConfigFile>,
+) -> Option<std::path::PathBuf> {
+    flag.filter(|p| !p.as_os_str().is_empty())
+        .cloned()
+        .or_else(|| file.and_then(|c| in_file.map(|p| c.relative(p))))
 }
 
 /// `--local-agent*` beat `[local_agent]`; a path in the file is relative to the file. Empty

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hmonitor_hub::agent_ws::AgentAuth;
 use hmonitor_hub::config::{Args, HubConfig};
 use hmonitor_hub::state::{valid_host_id, Hub};
-use hmonitor_hub::App;
 use hmonitor_proto::{
     agent_message, AgentHello, AgentMessage, GpuInfo, HostInfo, PushProtocol, Snapshot,
 };
@@ -30,32 +28,23 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// An in-process hub serving the real router on loopback.
-fn start_hub(rt: &tokio::runtime::Runtime) -> (SocketAddr, Arc<Hub>) {
+/// An in-process hub as `main` runs it (history attached, identity pins, every check), on
+/// loopback.
+fn start_hub(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> (SocketAddr, Arc<Hub>) {
     let cfg = HubConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data.to_owned(),
+        enrollment_token: Some(TOKEN.into()),
+        admin_token: Some("fuzz-admin".into()),
         max_frame_bytes: 64 * 1024,
+        interval: Duration::from_millis(500),
         ..Default::default()
     };
-    let hub = Hub::new(Duration::from_millis(500), &[]);
-    let app = App {
-        hub: hub.clone(),
-        cfg: Arc::new(cfg),
-        auth: Arc::new(AgentAuth {
-            enrollment: Some(TOKEN.into()),
-            hosts: Vec::new(),
-        }),
-        viewers: Default::default(),
-        stop: Default::default(),
-    };
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(async move {
-        let svc =
-            hmonitor_hub::http::router(app).into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, svc).await;
-    });
+    let server = rt
+        .block_on(hmonitor_hub::server::bind(cfg))
+        .expect("hub binds");
+    let (addr, hub) = (server.http_addr(), server.hub().clone());
+    rt.spawn(server.run(std::future::pending()));
     (addr, hub)
 }
 
@@ -68,32 +57,56 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
         Just("a/b".to_owned()),
         Just("x".repeat(300)),
     ];
-    let hello = (id.clone(), any::<u32>(), any::<u32>()).prop_map(|(host_id, v, interval_ms)| {
-        AgentMessage {
-            msg: Some(agent_message::Msg::Hello(AgentHello {
-                protocol_version: if v % 4 == 0 {
-                    v
-                } else {
-                    PushProtocol::V1 as u32
-                },
-                host_id,
-                interval_ms,
-                ..Default::default()
-            })),
-        }
-        .encode_to_vec()
-    });
+    // Host keys: none, a proper one (one of a few, so some ids get pinned and then meet
+    // another key), or one of the wrong length.
+    let key = prop_oneof![
+        Just(Vec::new()),
+        (0u8..3).prop_map(|b| vec![b; 32]),
+        prop::collection::vec(any::<u8>(), 0..40),
+    ];
+    let hello = (id.clone(), any::<u32>(), any::<u32>(), key).prop_map(
+        |(host_id, v, interval_ms, host_key)| {
+            AgentMessage {
+                msg: Some(agent_message::Msg::Hello(AgentHello {
+                    protocol_version: if v % 4 == 0 {
+                        v
+                    } else {
+                        PushProtocol::V1 as u32
+                    },
+                    host_id,
+                    interval_ms,
+                    host_key,
+                    ..Default::default()
+                })),
+            }
+            .encode_to_vec()
+        },
+    );
+    // Sample times: now-ish, an hour back (backfill), minutes to years off, anything.
+    let now = hmonitor_proto::unix_ms(std::time::SystemTime::now());
+    let sample_ms = prop_oneof![
+        (0u64..2_000).prop_map(move |d| now - d),
+        (0u64..3_600_000).prop_map(move |d| now - d),
+        (-400_000_000_000i64..400_000_000_000).prop_map(move |d| now.saturating_add_signed(d)),
+        any::<u64>(),
+    ];
+    let name = prop_oneof![
+        4 => ".{0,30}",
+        1 => Just("n".repeat(hmonitor_proto::limits::MAX_STRING_BYTES + 1)),
+    ];
     let snapshot = (
         any::<u64>(),
         any::<bool>(),
         id,
-        prop::collection::vec((any::<i32>(), ".{0,30}", any::<Option<i32>>()), 0..8),
+        prop::collection::vec((any::<i32>(), name, any::<Option<i32>>()), 0..8),
+        sample_ms,
     )
-        .prop_map(|(seq, backfill, hid, gpus)| {
+        .prop_map(|(seq, backfill, hid, gpus, sample_ms)| {
             AgentMessage {
                 msg: Some(agent_message::Msg::Snapshot(Snapshot {
                     seq,
                     backfill,
+                    sample_ms,
                     info: Some(HostInfo {
                         id: hid,
                         gpus: gpus
@@ -107,7 +120,6 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
                             .collect(),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 })),
             }
             .encode_to_vec()
@@ -144,7 +156,8 @@ fn fuzz_agent_frames_through_the_hubs_agent_socket() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (addr, hub) = start_hub(&rt);
+    let data = tempfile::tempdir().expect("tempdir");
+    let (addr, hub) = start_hub(&rt, data.path());
     let url = format!("ws://{addr}/api/agent");
     let config = ProptestConfig {
         cases: cases(256),
@@ -197,6 +210,11 @@ fn fuzz_agent_frames_through_the_hubs_agent_socket() {
         s.is_ok()
     });
     assert!(ok, "the hub stopped accepting");
+    // History took what it was given without failing, and the hub still answers.
+    let health = hmonitor_testkit::http::get(addr, "/healthz", &[]);
+    assert_eq!(health.status, 200, "{}", health.body);
+    let h: serde_json::Value = serde_json::from_str(&health.body).expect("json");
+    assert!(h["history"].is_object(), "{h}");
 }
 
 /// TOML-ish text: real keys with random values, random lines, random bytes.

@@ -11,9 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hmonitor_proto::{live_event, HostState, HostStatus, LiveBatch, LiveEvent};
+use hmonitor_proto::{
+    agent_message, live_event, AgentHello, AgentMessage, HostState, HostStatus, LiveBatch,
+    LiveEvent, PushProtocol,
+};
 use prost::Message;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub use hmonitor_testkit::{clean, eventually, stub_lib, Proc, Scenario};
 
@@ -259,4 +264,60 @@ impl Drop for Browser {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A raw agent connection, to send what a real agent never would.
+pub async fn raw_agent(
+    hub: &Hub,
+    token: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = hub.agent_url().into_client_request().expect("request");
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+pub fn hello(id: &str) -> Vec<u8> {
+    hello_with_key(id, &[])
+}
+
+/// A hello presenting `key` as its host key (empty: none).
+pub fn hello_with_key(id: &str, key: &[u8]) -> Vec<u8> {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(AgentHello {
+            protocol_version: PushProtocol::V1 as u32,
+            host_id: id.into(),
+            interval_ms: 500,
+            host_key: key.to_vec(),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Reads until the server closes; returns the close reason.
+pub async fn close_reason(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    use futures_util::StreamExt;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(Some(f))))) => return f.reason.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            _ => return String::new(),
+        }
+    }
+    String::new()
 }

@@ -105,6 +105,7 @@ async fn hub_and_agent_in_process_on_port_zero_with_an_awkward_token_then_both_s
             tls: Default::default(),
             backlog: Duration::from_secs(60),
             backlog_dir: None,
+            host_key: None,
         }),
     })
     .await

@@ -5,6 +5,7 @@ mod deploy;
 mod fuzz;
 mod harness;
 mod history;
+mod identity;
 mod inprocess;
 mod push;
 

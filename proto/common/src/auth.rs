@@ -42,6 +42,74 @@ pub fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     bool::from(given.ct_eq(expected))
 }
 
+/// A token file is a few dozen bytes; anything longer is not a token file.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096 + 2;
+
+/// The token in `path` (`--token-file`, `*_FILE`, a systemd credential): its content without
+/// surrounding white space; `Ok(None)` when there is no such file. Warns when group or others
+/// may read it. `Err` says what is wrong, never what the file holds.
+pub fn read_token_file(path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".to_owned());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "{} is readable or writable by group or others (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let mut buf = String::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!("is larger than a token ({MAX_TOKEN_BYTES} bytes)"));
+    }
+    let token = buf.trim();
+    if token.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    check_token(token).map(Some)
+}
+
+/// Length of an agent's host key (`AgentHello.host_key`).
+pub const HOST_KEY_LEN: usize = 32;
+
+/// What the hub keeps of a host key: its SHA-256 digest, so a copy of the hub's files does
+/// not hold the keys themselves.
+pub type HostKeyDigest = [u8; 32];
+
+/// The digest of a host key the hub keeps and compares; `Err` names what is wrong with it.
+pub fn host_key_digest(key: &[u8]) -> Result<HostKeyDigest, String> {
+    use sha2::Digest as _;
+    if key.len() != HOST_KEY_LEN {
+        return Err(format!(
+            "a host key has {HOST_KEY_LEN} bytes, this one {}",
+            key.len()
+        ));
+    }
+    let digest = sha2::Sha256::digest(key);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&digest);
+    Ok(out)
+}
+
+/// `true` when two host-key digests are the same, in constant time.
+pub fn host_key_matches(a: &HostKeyDigest, b: &HostKeyDigest) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
 /// The token of an `Authorization` header value: `Bearer <token>` (the scheme in any case, as
 /// RFC 9110 has it).
 pub fn bearer(value: &str) -> Option<&str> {
