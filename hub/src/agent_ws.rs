@@ -331,6 +331,10 @@ fn check_sample_time(
     backfill: bool,
     skew: Duration,
 ) -> Result<(), String> {
+    if sample_ms == 0 {
+        // Not stamped (a hand-made client): history uses the arrival time instead.
+        return Ok(());
+    }
     let now = hmonitor_proto::unix_ms(std::time::SystemTime::now());
     let diff = i64::try_from(sample_ms)
         .unwrap_or(i64::MAX)
@@ -382,7 +386,18 @@ async fn stream(
     // The writer raises this to the newest seq it has committed; each rise is acknowledged.
     let (committed, mut acks) = tokio::sync::watch::channel(history::Committed::default());
     let committed = Arc::new(committed);
+    let recoveries = || {
+        hub.history()
+            .map_or(0, |h| h.stats.recoveries.load(Ordering::Relaxed))
+    };
+    // Set when a sample of this connection could not be stored: the store's recovery count then.
+    let mut failed_at: Option<u64> = None;
     loop {
+        if failed_at.is_some_and(|r| recoveries() > r) {
+            return Close::TryAgain(
+                "history is writing again: send the unacknowledged samples again".into(),
+            );
+        }
         let msg = tokio::select! {
             r = tokio::time::timeout(silence, socket.recv()) => r,
             () = &mut stopping => return Close::GoingAway,
@@ -390,9 +405,14 @@ async fn stream(
                 if changed.is_ok() {
                     let c = *acks.borrow_and_update();
                     if c.failed {
-                        // Nothing after the failed sample may be acknowledged: reconnecting
-                        // makes the agent send it again.
-                        return Close::TryAgain("the hub could not store a sample; send again".into());
+                        // Nothing after the failed sample may be acknowledged, but live
+                        // monitoring goes on: the agent keeps every unacknowledged sample in
+                        // its backlog, and is asked to reconnect (and send them again) once
+                        // the store writes again.
+                        if failed_at.is_none() {
+                            failed_at = Some(recoveries());
+                        }
+                        continue;
                     }
                     if !send(socket, hub_message::Msg::Ack(Ack { seq: c.seq })).await {
                         return Close::Clean;

@@ -76,9 +76,15 @@ async fn hosts(State(app): State<App>) -> Response {
 async fn healthz(State(app): State<App>) -> Response {
     let s = &app.hub.stats;
     let history = app.hub.history().map(|h| h.stats.json());
+    // Live monitoring works without history; the status says what is missing.
+    let unavailable = app.hub.history().and_then(|h| h.stats.unavailable());
+    let status = match &unavailable {
+        Some(why) => format!("degraded: history unavailable: {why}"),
+        None => "ok".to_owned(),
+    };
     Json(serde_json::json!({
         "history": history,
-        "status": "ok",
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": app.hub.started.elapsed().as_secs(),
         "hosts": app.hub.len(),

@@ -757,3 +757,142 @@ fn max_hosts_from_flag_or_file_and_zero_is_refused() {
     assert_eq!(line, 2, "{msg}");
     assert!(parse(&["hmonitor-hub", "--max-hosts", "0"]).is_err());
 }
+
+#[test]
+fn tokens_come_from_files_flags_and_systemd_credentials_and_never_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        p
+    };
+    let enroll = write("enroll", "from-a-file\n");
+    let creds = tempfile::tempdir().expect("tempdir");
+    std::fs::write(creds.path().join(CREDENTIAL_VIEWER), "viewer-cred").expect("write");
+    std::fs::write(creds.path().join(CREDENTIAL_ADMIN), "admin-cred").expect("write");
+    let a = args(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--token-file",
+        enroll.to_str().expect("utf-8"),
+        "--credentials-directory",
+        creds.path().to_str().expect("utf-8"),
+    ]);
+    let (cfg, generated) = load(&a, None).expect("loads");
+    assert!(generated.is_none());
+    assert_eq!(cfg.enrollment_token.as_deref(), Some("from-a-file"));
+    assert_eq!(cfg.viewer_token.as_deref(), Some("viewer-cred"));
+    assert_eq!(cfg.admin_token.as_deref(), Some("admin-cred"));
+    assert!(!dir.path().join(crate::enrollment::ADMIN_TOKEN_FILE).exists());
+    let shown = format!("{cfg:?} {a:?} {}", cfg.sources.join(" "));
+    for secret in ["from-a-file", "viewer-cred", "admin-cred"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+
+    // A value beats its file; the file's keys are relative to the file.
+    let toml = write(
+        "hub.toml",
+        "admin_token_file = \"admin\"\nviewer_token_file = \"viewer\"\n",
+    );
+    write("admin", "admin-from-toml");
+    write("viewer", "viewer-from-toml");
+    let b = args(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--config",
+        toml.to_str().expect("utf-8"),
+        "--viewer-token",
+        "viewer-flag",
+    ]);
+    let (cfg, _) = load(&b, None).expect("loads");
+    assert_eq!(cfg.admin_token.as_deref(), Some("admin-from-toml"));
+    assert_eq!(cfg.viewer_token.as_deref(), Some("viewer-flag"));
+
+    // A named file that is missing, empty or holds a space is an error naming it.
+    for (name, text, why) in [
+        ("missing", None, "no such file"),
+        ("empty", Some("\n"), "is empty"),
+        ("spaced", Some("a b"), "printable ASCII"),
+    ] {
+        let p = dir.path().join(name);
+        if let Some(t) = text {
+            std::fs::write(&p, t).expect("write");
+        }
+        let c = args(&[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+            "--admin-token-file",
+            p.to_str().expect("utf-8"),
+        ]);
+        let err = load(&c, None).expect_err(name).to_string();
+        assert!(
+            err.contains("admin token") && err.contains(name) && err.contains(why),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_admin_token_is_generated_once_in_the_data_dir_and_the_new_keys_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = args(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--max-clock-skew",
+        "90s",
+        "--http-idle-timeout",
+        "2m",
+    ]);
+    let (cfg, _) = load(&a, None).expect("loads");
+    let admin = cfg.admin_token.clone().expect("admin token");
+    assert_eq!(admin.len(), 64);
+    let path = dir.path().join(crate::enrollment::ADMIN_TOKEN_FILE);
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(cfg.max_clock_skew, Duration::from_secs(90));
+    assert_eq!(cfg.http_idle_timeout, Duration::from_secs(120));
+    let (again, _) = load(&a, None).expect("loads");
+    assert_eq!(again.admin_token.as_deref(), Some(admin.as_str()));
+    let d = HubConfig::default();
+    assert_eq!(d.max_clock_skew, Duration::from_secs(300));
+    assert_eq!(d.http_idle_timeout, Duration::from_secs(60));
+    assert_eq!(d.http_head_timeout, Duration::from_secs(30));
+
+    let toml = dir.path().join("hub.toml");
+    std::fs::write(&toml, "max_clock_skew = \"10m\"\nhttp_idle_timeout = 5\n").expect("write");
+    let f = args(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--config",
+        toml.to_str().expect("utf-8"),
+    ]);
+    let (cfg, _) = load(&f, None).expect("loads");
+    assert_eq!(cfg.max_clock_skew, Duration::from_secs(600));
+    assert_eq!(cfg.http_idle_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn enroll_line_names_the_hub_and_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = args(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--listen",
+        "10.1.2.3:5000",
+    ]);
+    let cfg = resolve(&a, None, None).expect("resolves");
+    let err = crate::admin_cli::enroll_line(&cfg)
+        .expect_err("no token yet")
+        .to_string();
+    assert!(err.contains("enrollment-token"), "{err}");
+    let (loaded, generated) = load(&a, None).expect("loads");
+    let token = generated.expect("generated").token;
+    let line = crate::admin_cli::enroll_line(&resolve(&a, None, None).expect("resolves"))
+        .expect("line");
+    assert_eq!(
+        line,
+        format!("HMON_HUB=ws://10.1.2.3:5000/api/agent HMON_TOKEN={token} hmonitor")
+    );
+    assert_eq!(loaded.enrollment_token.as_deref(), Some(token.as_str()));
+}

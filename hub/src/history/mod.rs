@@ -314,6 +314,11 @@ pub struct HistoryStats {
     /// Samples refused because the queue was full (the agent resends them).
     pub busy: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Why the store cannot write now (disk full, read-only, corrupt); `None` while it can.
+    unavailable: Mutex<Option<String>>,
+    /// How many times the store wrote again after failing: a connection that saw a failure
+    /// reconnects its agent once this moves, so the agent sends its backlog again.
+    pub recoveries: AtomicU64,
 }
 
 impl HistoryStats {
@@ -324,7 +329,35 @@ impl HistoryStats {
             "batches": self.batches.load(Ordering::Relaxed),
             "busy": self.busy.load(Ordering::Relaxed),
             "write_errors": self.write_errors.load(Ordering::Relaxed),
+            "unavailable": self.unavailable(),
         })
+    }
+
+    /// Why history cannot be written now, or `None`.
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_unavailable(&self, why: Option<String>) {
+        let mut u = self
+            .unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&*u, &why) {
+            (None, Some(w)) => tracing::error!(
+                "history unavailable: {w}; live monitoring goes on, agents keep their samples \
+                 until the store writes again"
+            ),
+            (Some(_), None) => {
+                self.recoveries.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("history is writing again; agents send what they kept");
+            }
+            _ => {}
+        }
+        *u = why;
     }
 }
 
@@ -469,6 +502,7 @@ fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) 
         if !batch.is_empty() {
             match store.insert(&batch) {
                 Ok(()) => {
+                    stats.set_unavailable(None);
                     stats
                         .stored
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -484,7 +518,8 @@ fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) 
                     for a in batch.iter().filter_map(|r| r.ack.as_ref()) {
                         a.failed();
                     }
-                    tracing::error!("history: cannot store {} samples: {e}", batch.len());
+                    tracing::debug!("history: cannot store {} samples: {e}", batch.len());
+                    stats.set_unavailable(Some(e.to_string()));
                 }
             }
             batch.clear();

@@ -601,14 +601,14 @@ fn no_token_appears_in_the_logs_at_debug_level() {
         agent_with("pinned", &hub.agent_url(), &s, "300ms", HOST_TOKEN, &debug),
         agent_with("enrolled", &hub.agent_url(), &s, "300ms", ENROLL, &debug),
         agent_with("wrong", &hub.agent_url(), &s, "300ms", WRONG, &debug),
-        // The pinned host's id with the shared token: refused, id taken.
+        // The pinned host's id with the shared token: refused, the id is reserved.
         agent_with("pinned", &hub.agent_url(), &s, "300ms", ENROLL, &debug),
     ];
     eventually(Duration::from_secs(20), || {
         let ok = !hub.proc.lines("agent pinned connected").is_empty()
             && !hub.proc.lines("agent enrolled connected").is_empty()
             && !hub.proc.lines("refused: missing or wrong token").is_empty()
-            && !hub.proc.lines("is connected with another token").is_empty();
+            && !hub.proc.lines("is reserved for its own per-host token").is_empty();
         ok.then_some(())
     });
     // Viewers: with the token in each place a browser may put it, and a wrong one.

@@ -334,6 +334,7 @@ async fn half_sent_requests_and_silent_connections_are_closed_by_the_hub() {
     let mut cfg = hub_config(data.path());
     cfg.viewer_token = None;
     cfg.http_head_timeout = Duration::from_secs(1);
+    cfg.http_idle_timeout = Duration::from_secs(3);
     let server = hmonitor_hub::server::bind(cfg).await.expect("hub binds");
     let http = server.http_addr();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -367,11 +368,13 @@ async fn half_sent_requests_and_silent_connections_are_closed_by_the_hub() {
         .await;
         assert!(closed.is_ok(), "connection {i} is still open");
     }
-    // A keep-alive connection that goes quiet after a request is closed the same way.
+    // A keep-alive connection that goes quiet after a request is closed after the idle
+    // timeout (3 s), not the head timeout (1 s).
     let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
+    let asked = std::time::Instant::now();
     let mut got = Vec::new();
     let idle_closed = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buf = [0u8; 4096];
@@ -383,10 +386,15 @@ async fn half_sent_requests_and_silent_connections_are_closed_by_the_hub() {
         }
     })
     .await;
+    let idle_for = asked.elapsed();
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     assert!(
         idle_closed.is_ok(),
         "an idle keep-alive connection stayed open"
+    );
+    assert!(
+        idle_for >= Duration::from_millis(2500),
+        "closed after {idle_for:?}: the head timeout, not the idle one"
     );
     let _ = stop.send(());
     hub.await.expect("join").expect("stopped cleanly");

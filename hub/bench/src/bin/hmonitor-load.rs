@@ -769,6 +769,9 @@ impl Template {
                     cuda_version: Some("13.0".into()),
                     gpus: self.hello_gpus.clone(),
                     interval_ms,
+                    // A key per id, as real agents with a state directory send: each simulated
+                    // host is pinned at its first connection, like a real fleet.
+                    host_key: host_key(id),
                 })),
             }
             .encode_to_vec(),
@@ -1268,4 +1271,18 @@ mod tests {
         );
         assert!(hub_addr("http://x").is_err());
     }
+}
+
+/// A stable 32-byte key for a simulated host id (not secret: load runs are tests).
+fn host_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    while key.len() < 32 {
+        for b in id.bytes().chain(key.len().to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        key.extend_from_slice(&h.to_le_bytes());
+    }
+    key.truncate(32);
+    key
 }
