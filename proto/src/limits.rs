@@ -161,18 +161,20 @@ mod tests {
         let mut gpus = ok.clone();
         gpus.gpus.push(GpuInfo::default());
         assert!(check_host_info(&gpus)
-            .unwrap_err()
+            .expect_err("over a cap")
             .contains("GPUs: 129 (limit 128)"));
 
         let mut disks = ok.clone();
         disks.disks.push(DiskInfo::default());
-        assert!(check_host_info(&disks).unwrap_err().contains("disks"));
+        assert!(check_host_info(&disks)
+            .expect_err("over a cap")
+            .contains("disks"));
 
         let mut procs = ok.clone();
         procs.gpus[3].id = 3;
         procs.gpus[3].procs = vec![ProcInfo::default(); MAX_PROCS_PER_GPU + 1];
         assert!(check_host_info(&procs)
-            .unwrap_err()
+            .expect_err("over a cap")
             .contains("processes on GPU 3"));
 
         let mut long = ok.clone();
@@ -181,7 +183,7 @@ mod tests {
             cmdline: Some("x".repeat(MAX_STRING_BYTES + 1)),
             ..Default::default()
         }];
-        let err = check_host_info(&long).unwrap_err();
+        let err = check_host_info(&long).expect_err("over a cap");
         assert!(err.contains("process 42") && err.contains("4097"), "{err}");
 
         let mut mount = ok;
@@ -192,7 +194,9 @@ mod tests {
             hostname: "h".repeat(MAX_STRING_BYTES + 1),
             ..Default::default()
         };
-        assert!(check_hello(&hello).unwrap_err().contains("hostname"));
+        assert!(check_hello(&hello)
+            .expect_err("over a cap")
+            .contains("hostname"));
     }
 
     #[test]

@@ -784,7 +784,10 @@ fn tokens_come_from_files_flags_and_systemd_credentials_and_never_show() {
     assert_eq!(cfg.enrollment_token.as_deref(), Some("from-a-file"));
     assert_eq!(cfg.viewer_token.as_deref(), Some("viewer-cred"));
     assert_eq!(cfg.admin_token.as_deref(), Some("admin-cred"));
-    assert!(!dir.path().join(crate::enrollment::ADMIN_TOKEN_FILE).exists());
+    assert!(!dir
+        .path()
+        .join(crate::enrollment::ADMIN_TOKEN_FILE)
+        .exists());
     let shown = format!("{cfg:?} {a:?} {}", cfg.sources.join(" "));
     for secret in ["from-a-file", "viewer-cred", "admin-cred"] {
         assert!(!shown.contains(secret), "{shown}");
@@ -888,8 +891,8 @@ fn enroll_line_names_the_hub_and_the_token() {
     assert!(err.contains("enrollment-token"), "{err}");
     let (loaded, generated) = load(&a, None).expect("loads");
     let token = generated.expect("generated").token;
-    let line = crate::admin_cli::enroll_line(&resolve(&a, None, None).expect("resolves"))
-        .expect("line");
+    let line =
+        crate::admin_cli::enroll_line(&resolve(&a, None, None).expect("resolves")).expect("line");
     assert_eq!(
         line,
         format!("HMON_HUB=ws://10.1.2.3:5000/api/agent HMON_TOKEN={token} hmonitor")

@@ -403,8 +403,38 @@ impl History {
             source,
         })?;
         let path = cfg.dir.join(DB_FILE);
-        let mut store = Store::open(&path, cfg.retention)?;
-        store.recover_dirty()?;
+        let store = match open_store(&path, cfg.retention) {
+            Err(e) if is_corrupt(&e) => {
+                // Keep what can be kept: the damaged file is moved aside (for an admin to
+                // inspect or recover with `sqlite3 .recover`), and history starts afresh, so a
+                // corrupt file never keeps the hub from monitoring.
+                let aside =
+                    path.with_extension(format!("sqlite.corrupt-{}", unix_ms(SystemTime::now())));
+                tracing::error!(
+                    "history database {} is damaged ({e}); moved aside to {} and starting a \
+                     new one",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(&path, &aside).map_err(|source| StoreError::Dir {
+                    path: path.clone(),
+                    source,
+                })?;
+                for ext in ["sqlite-wal", "sqlite-shm"] {
+                    let _ = std::fs::rename(
+                        path.with_extension(ext),
+                        aside.with_extension(format!(
+                            "{}-{ext}",
+                            aside
+                                .extension()
+                                .map_or_else(String::new, |x| x.to_string_lossy().into_owned())
+                        )),
+                    );
+                }
+                open_store(&path, cfg.retention)?
+            }
+            other => other?,
+        };
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let stats = Arc::new(HistoryStats::default());
         let writer_stats = stats.clone();
@@ -472,6 +502,24 @@ impl History {
         }
         out
     }
+}
+
+fn open_store(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+    let mut store = Store::open(path, retention)?;
+    store.recover_dirty()?;
+    Ok(store)
+}
+
+/// SQLite says the file is not a database, or a damaged one.
+fn is_corrupt(e: &StoreError) -> bool {
+    let sql = match e {
+        StoreError::Open { source, .. } | StoreError::Sql(source) => source,
+        StoreError::Dir { .. } => return false,
+    };
+    matches!(
+        sql.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 /// The writer thread: batches, roll-ups, retention. Ends when every sender is gone.

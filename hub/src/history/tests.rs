@@ -8,7 +8,7 @@ use rusqlite::params;
 use super::catalog::SeriesKind;
 use super::query::{self, Tier};
 use super::store::{Store, HOUR_MS, MINUTE_MS};
-use super::{GpuRec, Record, Retention, UserRec};
+use super::{GpuRec, History, HistoryConfig, Record, Retention, UserRec, DB_FILE};
 
 /// 2026-11-01 00:00:00 UTC: hour-aligned, so buckets are easy to name.
 const T0: i64 = 1_793_491_200_000;
@@ -465,4 +465,48 @@ fn a_reopened_store_rolls_up_what_it_had_not_rolled_up_and_resent_samples_are_ke
         )
         .expect("count");
     assert_eq!(h1, 2);
+}
+
+#[test]
+fn a_corrupt_file_at_start_is_moved_aside_and_a_fresh_store_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(DB_FILE);
+    let garbage =
+        b"this is not an SQLite database, just bytes that look nothing like one".repeat(100);
+    std::fs::write(&path, &garbage).expect("write");
+    let cfg = HistoryConfig {
+        dir: dir.path().to_owned(),
+        retention: Retention::default(),
+        queue: 16,
+    };
+    let history = History::open(&cfg).expect("a damaged file does not stop the hub");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    // Kept as it was, for an admin to look at.
+    assert_eq!(
+        std::fs::read(dir.path().join(&aside[0])).expect("read"),
+        garbage
+    );
+    // And the new store works.
+    history
+        .try_record(Record {
+            host: "h".into(),
+            t: 1_700_000_000_000,
+            dur_ms: 1000,
+            ..Default::default()
+        })
+        .expect("queued");
+    history.close();
+    assert!(
+        history
+            .stats
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 }

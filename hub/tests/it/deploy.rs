@@ -608,7 +608,10 @@ fn no_token_appears_in_the_logs_at_debug_level() {
         let ok = !hub.proc.lines("agent pinned connected").is_empty()
             && !hub.proc.lines("agent enrolled connected").is_empty()
             && !hub.proc.lines("refused: missing or wrong token").is_empty()
-            && !hub.proc.lines("is reserved for its own per-host token").is_empty();
+            && !hub
+                .proc
+                .lines("is reserved for its own per-host token")
+                .is_empty();
         ok.then_some(())
     });
     // Viewers: with the token in each place a browser may put it, and a wrong one.

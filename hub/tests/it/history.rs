@@ -721,10 +721,19 @@ async fn a_full_disk_keeps_agents_live_and_they_backfill_once_space_is_freed() {
     let unavailable = loop {
         let h = health().await;
         if let Some(why) = h["history"]["unavailable"].as_str() {
-            assert!(h["status"].as_str().unwrap_or("").contains("history unavailable"), "{h}");
+            assert!(
+                h["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("history unavailable"),
+                "{h}"
+            );
             break why.to_owned();
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the full disk was not noticed: {h}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the full disk was not noticed: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(unavailable.to_lowercase().contains("full"), "{unavailable}");
@@ -742,7 +751,10 @@ async fn a_full_disk_keeps_agents_live_and_they_backfill_once_space_is_freed() {
     assert_eq!(status, "HOST_STATUS_UP");
     assert!(s_after >= s_before + 10, "{s_before} -> {s_after}");
     assert!(
-        hub.proc.lines("agent fullhost").iter().all(|l| !l.contains("closed")),
+        hub.proc
+            .lines("agent fullhost")
+            .iter()
+            .all(|l| !l.contains("closed")),
         "the agent was closed: {:?}",
         hub.proc.lines("agent fullhost")
     );
@@ -757,7 +769,10 @@ async fn a_full_disk_keeps_agents_live_and_they_backfill_once_space_is_freed() {
         if h["history"]["unavailable"].is_null() && stored(&h) >= stored_during + 25 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no backfill after space was freed: {h}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no backfill after space was freed: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     drop(agent);

@@ -1178,6 +1178,20 @@ async fn healthz(addr: SocketAddr, token: Option<&str>) -> Option<serde_json::Va
         .ok()?
 }
 
+/// A stable 32-byte key for a simulated host id (not secret: load runs are tests).
+fn host_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    while key.len() < 32 {
+        for b in id.bytes().chain(key.len().to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        key.extend_from_slice(&h.to_le_bytes());
+    }
+    key.truncate(32);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1271,18 +1285,4 @@ mod tests {
         );
         assert!(hub_addr("http://x").is_err());
     }
-}
-
-/// A stable 32-byte key for a simulated host id (not secret: load runs are tests).
-fn host_key(id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(32);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    while key.len() < 32 {
-        for b in id.bytes().chain(key.len().to_le_bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        key.extend_from_slice(&h.to_le_bytes());
-    }
-    key.truncate(32);
-    key
 }
