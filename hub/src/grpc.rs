@@ -132,48 +132,59 @@ pub async fn serve(
     match tls {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let incoming = admitted
-                .map(move |stream| {
-                    let acceptor = acceptor.clone();
-                    async move {
-                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => Some(Ok::<_, std::io::Error>(tls)),
-                            Ok(Err(e)) => {
-                                tracing::debug!("gRPC TLS handshake failed: {e}");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!("gRPC TLS handshake timed out");
-                                None
-                            }
+            let incoming = handshaken(admitted, move |stream| {
+                let acceptor = acceptor.clone();
+                async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Some(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!("gRPC TLS handshake failed: {e}");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!("gRPC TLS handshake timed out");
+                            None
                         }
                     }
-                })
-                .buffer_unordered(MAX_HANDSHAKES)
-                .filter_map(std::future::ready);
+                }
+            });
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => {
-            let incoming = admitted
-                .map(move |stream| async move {
-                    match tokio::time::timeout(timeout, preface(&stream)).await {
-                        Ok(true) => Some(Ok::<_, std::io::Error>(stream)),
-                        Ok(false) => None,
-                        Err(_) => {
-                            tracing::debug!("gRPC connection sent no HTTP/2 preface within 10 s");
-                            None
-                        }
+            let incoming = handshaken(admitted, move |stream| async move {
+                match tokio::time::timeout(timeout, preface(&stream)).await {
+                    Ok(true) => Some(stream),
+                    Ok(false) => None,
+                    Err(_) => {
+                        tracing::debug!("gRPC connection sent no HTTP/2 preface within 10 s");
+                        None
                     }
-                })
-                .buffer_unordered(MAX_HANDSHAKES)
-                .filter_map(std::future::ready);
+                }
+            });
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
     }
+}
+
+/// The connections whose `handshake` succeeded, [`MAX_HANDSHAKES`] handshaking at once, in the
+/// order they finish (a slow one holds up nobody).
+fn handshaken<S, F, Fut, T>(
+    admitted: S,
+    handshake: F,
+) -> impl futures_util::Stream<Item = Result<T, std::io::Error>>
+where
+    S: futures_util::Stream<Item = crate::limits::Counted>,
+    F: FnMut(crate::limits::Counted) -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    admitted
+        .map(handshake)
+        .buffer_unordered(MAX_HANDSHAKES)
+        .filter_map(|done| std::future::ready(done.map(Ok)))
 }
 
 /// Waits until the HTTP/2 preface has arrived (peeked, so tonic still reads it); false when the
