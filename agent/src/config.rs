@@ -20,7 +20,12 @@ pub enum ConfigError {
     StateDir(#[from] StateError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("token file {}: {reason}", path.display())]
+    TokenFile { path: PathBuf, reason: String },
 }
+
+/// Name of the systemd credential the agent reads its token from (`LoadCredential=token:…`).
+pub const TOKEN_CREDENTIAL: &str = "token";
 use hmonitor_common::allow::Allowlist;
 use hmonitor_common::parse::{parse_bool, parse_duration};
 use hmonitor_common::run::systemd_state_dir;
@@ -57,6 +62,15 @@ pub struct Args {
     /// `Authorization: Bearer <token>`; unset = no token.
     #[arg(long, env = "HMON_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// File holding the token (instead of --token, so it never shows in `ps` or a unit file)
+    /// [default: the systemd credential `token`, when the unit loads one].
+    #[arg(long, env = "HMON_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// systemd's credentials directory (LoadCredential=), read from its environment.
+    #[arg(long, env = "CREDENTIALS_DIRECTORY", hide = true, value_name = "DIR")]
+    pub credentials_directory: Option<PathBuf>,
 
     /// Host id reported to readers and hubs [default: the id kept in the state directory, else
     /// the hostname].
@@ -146,6 +160,7 @@ impl Args {
         hostname: &str,
     ) -> Result<AgentConfig, ConfigError> {
         let state = self.state_dir(systemd);
+        let token = self.token()?;
         let mut sampler = self.sampler_config();
         if sampler.id.is_none() {
             if let Some(dir) = &state {
@@ -168,7 +183,7 @@ impl Args {
         };
         let push = (!hubs.is_empty()).then(|| PushConfig {
             hubs,
-            token: self.token.clone(),
+            token: token.clone(),
             interval: sampler.interval,
             first_sample_within: first_sample_within(sampler.stale_after),
             tls: self.tls.client(),
@@ -180,7 +195,7 @@ impl Args {
             Some(listen) => Some(PullConfig {
                 listen,
                 allow: self.allow.clone().unwrap_or_else(Allowlist::loopback),
-                token: self.token.clone(),
+                token: token.clone(),
                 tls: self.tls.pull_server()?,
             }),
             None => None,
@@ -190,6 +205,32 @@ impl Args {
             pull,
             push,
         })
+    }
+
+    /// The token: `--token`/`HMON_TOKEN`, else the `--token-file`/`HMON_TOKEN_FILE` (which must
+    /// exist), else the systemd credential `token` when there is one.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = self.token.clone().filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+        let named = self
+            .token_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        let (path, required) = match (named, &self.credentials_directory) {
+            (Some(p), _) => (p, true),
+            (None, Some(dir)) if !dir.as_os_str().is_empty() => (dir.join(TOKEN_CREDENTIAL), false),
+            _ => return Ok(None),
+        };
+        let fail = |reason: String| ConfigError::TokenFile {
+            path: path.clone(),
+            reason,
+        };
+        match hmonitor_common::auth::read_token_file(&path).map_err(fail)? {
+            Some(t) => Ok(Some(t)),
+            None if required => Err(fail("no such file".to_owned())),
+            None => Ok(None),
+        }
     }
 
     /// The hubs to push to; empty = do not push.
@@ -241,6 +282,65 @@ mod tests {
         assert_eq!(a.sampler_config().stale_after, Duration::from_secs(3));
         let b = parse(["hmonitor"]).expect("parse");
         assert!(!b.cmdline);
+    }
+
+    #[test]
+    fn the_token_comes_from_the_flag_a_file_or_a_systemd_credential() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let f = file.to_str().expect("utf-8");
+        let d = dir.path().to_str().expect("utf-8");
+        let token = |argv: &[&str]| {
+            let mut full = vec!["hmonitor"];
+            full.extend_from_slice(argv);
+            let cmd = Args::command().mut_args(|a| a.env(None::<&str>));
+            let a = cmd
+                .try_get_matches_from(full)
+                .and_then(|m| Args::from_arg_matches(&m))
+                .expect("parse");
+            a.token()
+        };
+        assert_eq!(
+            token(&["--token-file", f]).expect("file"),
+            Some("from-file".into())
+        );
+        assert_eq!(
+            token(&["--token", "flag", "--token-file", f]).expect("flag wins"),
+            Some("flag".into())
+        );
+        // systemd's LoadCredential=token:/etc/hmonitor/token puts it in the directory.
+        assert_eq!(
+            token(&["--credentials-directory", d]).expect("credential"),
+            Some("from-file".into())
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            token(&[
+                "--credentials-directory",
+                empty.path().to_str().expect("utf-8")
+            ])
+            .expect("no credential is fine"),
+            None
+        );
+        let missing = dir.path().join("nope");
+        let err = token(&["--token-file", missing.to_str().expect("utf-8")])
+            .expect_err("a named file must exist")
+            .to_string();
+        assert!(
+            err.contains("nope") && err.contains("no such file"),
+            "{err}"
+        );
+        std::fs::write(&file, "two words").expect("write");
+        let err = token(&["--token-file", f])
+            .expect_err("bad token")
+            .to_string();
+        assert!(
+            !err.contains("two words") && err.contains("printable"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -455,6 +455,26 @@ setInterval(() => {
   }
 }, 5000);
 
+// --- the hub's own health --------------------------------------------------------------------
+
+// What the live feed cannot say: the hub is up but part of it is not (history cannot be
+// written). Asked now and then; live monitoring goes on meanwhile.
+const health = $<HTMLElement>("health");
+async function checkHealth() {
+  try {
+    const r = await fetch(new URL("healthz", location.href), { credentials: "same-origin" });
+    if (!r.ok) return;
+    const h = (await r.json()) as { status?: string; history?: { unavailable?: string | null } };
+    const why = h.history?.unavailable;
+    health.hidden = !why;
+    health.textContent = why ? `History unavailable: ${why}. Live views go on; agents keep their samples until it is back.` : "";
+  } catch {
+    // The socket's own status line says when the hub cannot be reached.
+  }
+}
+void checkHealth();
+setInterval(() => void checkHealth(), 15000);
+
 // --- the socket ----------------------------------------------------------------------------
 
 const conn = $<HTMLElement>("conn");

@@ -69,8 +69,8 @@ export class Proc {
   }
 }
 
-export async function startHub({ listen = "127.0.0.1:0", interval = "300ms", extra = [] } = {}) {
-  const data = mkdtempSync(join(tmpdir(), "hmon-page-hub-"));
+export async function startHub({ listen = "127.0.0.1:0", interval = "300ms", extra = [], under = tmpdir() } = {}) {
+  const data = mkdtempSync(join(under, "hmon-page-hub-"));
   const p = new Proc(
     bin("hmonitor-hub"),
     ["--listen", listen, "--grpc-listen", "127.0.0.1:0", "--interval", interval, "--data-dir", data, ...extra],

@@ -154,7 +154,16 @@ pub struct Store {
     /// (sid, hour start), including the cluster's.
     dirty_hours: HashSet<(i64, i64)>,
     cluster: Option<i64>,
+    /// Series per host, against [`MAX_SERIES_PER_HOST`].
+    per_host: HashMap<String, usize>,
+    /// Hosts told (once) that they are over it.
+    warned: HashSet<String>,
 }
+
+/// Series one host may have (its own, one per GPU index, one per user): room for 128 GPUs and
+/// hundreds of users, while an agent inventing GPU indices or user names in every frame cannot
+/// grow the store's catalog without end. Points of series past it are not kept.
+pub const MAX_SERIES_PER_HOST: usize = 1024;
 
 impl Store {
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
@@ -191,6 +200,10 @@ impl Store {
                 meta.insert(id, (kind, uuid, label));
             }
         }
+        let mut per_host: HashMap<String, usize> = HashMap::new();
+        for (_, _, host) in ids.keys() {
+            *per_host.entry(host.clone()).or_default() += 1;
+        }
         Ok(Self {
             conn,
             retention,
@@ -199,6 +212,8 @@ impl Store {
             dirty_minutes: HashSet::new(),
             dirty_hours: HashSet::new(),
             cluster,
+            per_host,
+            warned: HashSet::new(),
         })
     }
 
@@ -238,6 +253,8 @@ impl Store {
         Ok(())
     }
 
+    /// The series' id, made on first use; `None` when `host` has [`MAX_SERIES_PER_HOST`]
+    /// series already (the cluster's own series is never refused).
     fn series(
         &mut self,
         kind: SeriesKind,
@@ -245,7 +262,7 @@ impl Store {
         host: &str,
         uuid: Option<&str>,
         label: Option<&str>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let key = (kind, name.to_owned(), host.to_owned());
         if let Some(&id) = self.ids.get(&key) {
             // A GPU swapped in the same slot keeps the series (its place) but gets its new
@@ -265,7 +282,17 @@ impl Store {
                     (kind, uuid.map(str::to_owned), label.map(str::to_owned)),
                 );
             }
-            return Ok(id);
+            return Ok(Some(id));
+        }
+        let count = self.per_host.get(host).copied().unwrap_or(0);
+        if kind != SeriesKind::Cluster && count >= MAX_SERIES_PER_HOST {
+            if self.warned.insert(host.to_owned()) {
+                tracing::warn!(
+                    "history: host {host:?} has {MAX_SERIES_PER_HOST} series already; new GPU \
+                     indices or users of it are not kept"
+                );
+            }
+            return Ok(None);
         }
         self.conn.execute(
             "INSERT INTO series (kind, name, host, uuid, label) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -280,7 +307,8 @@ impl Store {
         if kind == SeriesKind::Cluster {
             self.cluster = Some(id);
         }
-        Ok(id)
+        *self.per_host.entry(host.to_owned()).or_default() += 1;
+        Ok(Some(id))
     }
 
     /// Stores a batch in one transaction. A point already stored (same series and time: a
@@ -302,20 +330,26 @@ impl Store {
     fn insert_inner(&mut self, batch: &[Record]) -> Result<(), StoreError> {
         let mut points: Vec<(i64, i64, [Option<f64>; 5])> = Vec::with_capacity(batch.len() * 12);
         for r in batch {
-            let hid = self.series(SeriesKind::Host, &r.host, &r.host, None, None)?;
+            let Some(hid) = self.series(SeriesKind::Host, &r.host, &r.host, None, None)? else {
+                continue;
+            };
             let hv = r.host_vals;
             points.push((hid, r.t, [hv[0], hv[1], hv[2], hv[3], None]));
             for g in &r.gpus {
                 let name = format!("{}/gpu{}", r.host, g.index);
                 let uuid = (!g.uuid.is_empty()).then_some(g.uuid.as_str());
                 let label = (!g.name.is_empty()).then_some(g.name.as_str());
-                let gid = self.series(SeriesKind::Gpu, &name, &r.host, uuid, label)?;
+                let Some(gid) = self.series(SeriesKind::Gpu, &name, &r.host, uuid, label)? else {
+                    continue;
+                };
                 let v = g.vals;
                 let held = Some(if g.held { 1.0 } else { 0.0 });
                 points.push((gid, r.t, [v[0], v[1], v[2], v[3], held]));
             }
             for u in &r.users {
-                let uid = self.series(SeriesKind::User, &u.user, &r.host, None, None)?;
+                let Some(uid) = self.series(SeriesKind::User, &u.user, &r.host, None, None)? else {
+                    continue;
+                };
                 points.push((
                     uid,
                     r.t,
@@ -369,7 +403,7 @@ impl Store {
         let cluster = if ready.is_empty() {
             None
         } else {
-            Some(self.series(SeriesKind::Cluster, "cluster", "", None, None)?)
+            self.series(SeriesKind::Cluster, "cluster", "", None, None)?
         };
         self.conn.execute_batch("BEGIN")?;
         let r = self.rollup_inner(now, &ready, cluster);

@@ -510,3 +510,63 @@ fn a_corrupt_file_at_start_is_moved_aside_and_a_fresh_store_is_made() {
             >= 1
     );
 }
+
+#[test]
+fn a_host_inventing_gpus_and_users_stops_at_its_series_bound_and_others_are_unaffected() {
+    use super::store::MAX_SERIES_PER_HOST;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = store(&dir, long());
+    // Every frame a new GPU index and a new user: 2 new series a frame.
+    let batch: Vec<Record> = (0..1000)
+        .map(|i| {
+            let mut r = sample(i);
+            r.host = "inventor".into();
+            r.gpus = vec![GpuRec {
+                index: 1000 + u32::try_from(i).expect("small"),
+                ..r.gpus[0].clone()
+            }];
+            r.users = vec![UserRec {
+                user: format!("user{i}"),
+                gpus: 1,
+                gpu_mem: GIB,
+            }];
+            r
+        })
+        .collect();
+    s.insert(&batch).expect("insert");
+    let mut honest = sample(0);
+    honest.host = "honest".into();
+    s.insert(&[honest]).expect("insert");
+    let count = |host: &str| -> usize {
+        s.conn()
+            .query_row("SELECT count(*) FROM series WHERE host = ?1", [host], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .expect("count")
+    };
+    assert_eq!(count("inventor"), MAX_SERIES_PER_HOST);
+    // One host, two GPUs, alice: all kept.
+    assert_eq!(count("honest"), 4);
+    drop(s);
+    // The bound holds across a restart (counted from the catalog).
+    let mut s = store(&dir, long());
+    let mut more = sample(5000);
+    more.host = "inventor".into();
+    more.users = vec![UserRec {
+        user: "late".into(),
+        gpus: 1,
+        gpu_mem: GIB,
+    }];
+    more.gpus.clear();
+    s.insert(&[more]).expect("insert");
+    let n: i64 = s
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM series WHERE host = 'inventor'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(usize::try_from(n).expect("count"), MAX_SERIES_PER_HOST);
+}
