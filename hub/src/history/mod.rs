@@ -167,6 +167,17 @@ pub fn record_pushed(
         ack.stored();
         return None;
     };
+    // Every queued sample of this connection holds a clone of `committed` until the writer is
+    // done with it: the count is the connection's place in the queue. Past its share, it
+    // waits (and resends), so one agent cannot fill the queue and stop the others' acks.
+    let waiting = Arc::strong_count(committed).saturating_sub(2);
+    if waiting >= history.agent_share {
+        history.stats.busy.fetch_add(1, Ordering::Relaxed);
+        return Some(format!(
+            "this agent has {waiting} samples waiting for the history store already (its \
+             share of the queue); send again later"
+        ));
+    }
     let mut rec = Record::from_info(id, sample_ms, interval, info);
     rec.ack = Some(ack);
     match history.try_record(rec) {
@@ -382,7 +393,14 @@ pub struct History {
     path: PathBuf,
     pub retention: Retention,
     pub stats: Arc<HistoryStats>,
+    /// Samples one agent connection may have waiting in the queue at once.
+    pub agent_share: usize,
 }
+
+/// An agent connection's share of the history queue at most (a quarter of it when the queue
+/// is smaller): an honest agent has at most its backfill window (512) and a few live samples
+/// waiting.
+pub const MAX_AGENT_SHARE: usize = 1024;
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -452,6 +470,7 @@ impl History {
             path,
             retention: cfg.retention,
             stats,
+            agent_share: (cfg.queue / 4).clamp(1, MAX_AGENT_SHARE),
         }))
     }
 

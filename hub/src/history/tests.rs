@@ -570,3 +570,50 @@ fn a_host_inventing_gpus_and_users_stops_at_its_series_bound_and_others_are_unaf
         .expect("count");
     assert_eq!(usize::try_from(n).expect("count"), MAX_SERIES_PER_HOST);
 }
+
+#[test]
+fn an_agent_past_its_share_of_the_queue_waits_while_another_is_still_queued_and_acked() {
+    use std::sync::Arc;
+    use tokio::sync::watch;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = HistoryConfig {
+        dir: dir.path().to_owned(),
+        retention: Retention::default(),
+        queue: 64,
+    };
+    let history = History::open(&cfg).expect("open");
+    assert_eq!(history.agent_share, 16);
+    let (a, _a_acks) = watch::channel(super::Committed::default());
+    let (b, b_acks) = watch::channel(super::Committed::default());
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let info = hmonitor_proto::HostInfo {
+        gpus: vec![hmonitor_proto::GpuInfo {
+            utilization: Some(5),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let now = hmonitor_proto::unix_ms(std::time::SystemTime::now());
+    let interval = Duration::from_secs(1);
+    // Agent a floods (a backfill as fast as the socket goes): it meets its share, not the
+    // queue's end.
+    let refused = (1..=200_000u64).find_map(|seq| {
+        super::record_pushed(Some(&history), "a", seq, now - seq, interval, &info, &a)
+    });
+    let refused = refused.expect("a flooding agent is held back");
+    assert!(refused.contains("share"), "{refused}");
+    // Agent b still gets in, and is acknowledged.
+    assert_eq!(
+        super::record_pushed(Some(&history), "b", 1, now, interval, &info, &b),
+        None
+    );
+    let t0 = std::time::Instant::now();
+    while b_acks.borrow().seq != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "b was never acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    history.close();
+}
