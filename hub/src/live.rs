@@ -110,7 +110,7 @@ async fn feed(app: App, socket: WebSocket, framing: Framing) {
                 event = rx.recv() => {
                     let mut lagged = false;
                     match event {
-                        Ok(frame) => batch.push(frame),
+                        Ok(item) => batch.extend(hub.resolve(item)),
                         Err(RecvError::Lagged(_)) => lagged = true,
                         Err(RecvError::Closed) => return Ok::<(), &'static str>(()),
                     }
@@ -121,7 +121,7 @@ async fn feed(app: App, socket: WebSocket, framing: Framing) {
                             // At 1,000 frames/s to 50 browsers that is most of the fan-out's cost.
                             while !lagged && batch.len() < MAX_BATCH {
                                 match rx.try_recv() {
-                                    Ok(frame) => batch.push(frame),
+                                    Ok(item) => batch.extend(hub.resolve(item)),
                                     Err(TryRecvError::Lagged(_)) => lagged = true,
                                     // Empty; or Closed, which the next recv() reports.
                                     Err(_) => break,

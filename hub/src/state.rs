@@ -22,6 +22,27 @@ use tokio::sync::broadcast;
 /// browser further behind is resynchronised from the map instead.
 pub const LIVE_CAPACITY: usize = 4096;
 
+/// Bytes the buffered events may hold at most (frames can be up to `max_frame_bytes` each, so
+/// the count alone would allow gigabytes). Past it, a frame is buffered as a reference to its
+/// host, and each browser takes the host's latest frame from the map when it gets there.
+pub const LIVE_RING_BYTES: usize = 64 * 1024 * 1024;
+
+/// One event for browsers, as buffered in the broadcast ring.
+#[derive(Debug, Clone)]
+pub enum LiveItem {
+    /// An encoded `LiveEvent`, the same bytes for every browser.
+    Event(Bytes),
+    /// The latest frame of this host, to be read from the map (the ring is full in bytes).
+    Latest(Arc<str>),
+}
+
+/// The sizes of the last [`LIVE_CAPACITY`] items sent: what the ring holds.
+#[derive(Debug, Default)]
+struct RingBytes {
+    lens: std::collections::VecDeque<usize>,
+    total: usize,
+}
+
 /// A host counts as down after this many of its intervals without a frame.
 pub const DOWN_AFTER_INTERVALS: u32 = 3;
 
@@ -83,7 +104,8 @@ pub enum ClaimError {
 
 pub struct Hub {
     hosts: DashMap<String, Entry>,
-    live: broadcast::Sender<Bytes>,
+    live: broadcast::Sender<LiveItem>,
+    ring: std::sync::Mutex<RingBytes>,
     next_conn: AtomicU64,
     default_interval: Duration,
     /// How many host ids may be known at once (each keeps its last frame in memory).
@@ -149,6 +171,7 @@ impl Hub {
         let hub = Self {
             hosts: DashMap::new(),
             live,
+            ring: std::sync::Mutex::default(),
             next_conn: AtomicU64::new(1),
             default_interval,
             max_hosts: std::sync::atomic::AtomicUsize::new(usize::MAX),
@@ -286,8 +309,7 @@ impl Hub {
             frame
         };
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        // No receivers is fine: nobody is watching.
-        let _ = self.live.send(frame);
+        self.publish_frame(id, frame);
         true
     }
 
@@ -304,7 +326,7 @@ impl Hub {
             mark_down(&mut entry)
         };
         if let Some(event) = event {
-            let _ = self.live.send(event);
+            self.publish(event);
         }
     }
 
@@ -323,7 +345,7 @@ impl Hub {
             }
         }
         for e in events {
-            let _ = self.live.send(e);
+            self.publish(e);
         }
     }
 
@@ -334,9 +356,7 @@ impl Hub {
             return false;
         }
         self.known.fetch_sub(1, Ordering::SeqCst);
-        let _ = self
-            .live
-            .send(encode_event(live_event::Event::Removed(id.to_owned())));
+        self.publish(encode_event(live_event::Event::Removed(id.to_owned())));
         true
     }
 
@@ -349,8 +369,73 @@ impl Hub {
             .collect()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveItem> {
         self.live.subscribe()
+    }
+
+    /// The bytes a browser sends for `item`: the event, or the host's latest frame (`None`
+    /// when the host is gone).
+    pub fn resolve(&self, item: LiveItem) -> Option<Bytes> {
+        match item {
+            LiveItem::Event(b) => Some(b),
+            LiveItem::Latest(id) => self
+                .hosts
+                .get(&*id)
+                .map(|e| e.frame.clone())
+                .filter(|f| !f.is_empty()),
+        }
+    }
+
+    /// Buffers a small event (status changes, removals) for browsers.
+    fn publish(&self, event: Bytes) {
+        self.account(event.len());
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(LiveItem::Event(event));
+    }
+
+    /// Buffers host `id`'s new frame, or a reference to it when the ring is full in bytes.
+    fn publish_frame(&self, id: &str, frame: Bytes) {
+        let item = if self.fits(frame.len()) {
+            LiveItem::Event(frame)
+        } else {
+            self.account(id.len());
+            LiveItem::Latest(Arc::from(id))
+        };
+        let _ = self.live.send(item);
+    }
+
+    /// Whether `len` more bytes fit the ring; if so they are counted in.
+    fn fits(&self, len: usize) -> bool {
+        let mut r = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let leaving = if r.lens.len() >= LIVE_CAPACITY {
+            r.lens.front().copied().unwrap_or(0)
+        } else {
+            0
+        };
+        if r.total - leaving + len > LIVE_RING_BYTES {
+            return false;
+        }
+        push_len(&mut r, len);
+        true
+    }
+
+    fn account(&self, len: usize) {
+        let mut r = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        push_len(&mut r, len);
+    }
+
+    /// Bytes the broadcast ring holds now (at most [`LIVE_RING_BYTES`] plus references).
+    pub fn ring_bytes(&self) -> usize {
+        self.ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .total
     }
 
     /// Every host's state, sorted by id.
@@ -379,6 +464,17 @@ impl Hub {
             .filter(|e| e.state.status == HostStatus::Up as i32)
             .count()
     }
+}
+
+/// Counts an item into the ring; the oldest leaves once it holds [`LIVE_CAPACITY`] (as the
+/// broadcast channel's slots do).
+fn push_len(r: &mut RingBytes, len: usize) {
+    if r.lens.len() >= LIVE_CAPACITY {
+        let old = r.lens.pop_front().unwrap_or(0);
+        r.total -= old;
+    }
+    r.lens.push_back(len);
+    r.total += len;
 }
 
 /// Sets the entry down; returns the status event to broadcast, if the status changed.
@@ -430,7 +526,8 @@ mod tests {
             ));
         }
         for seq in 1..=3 {
-            match decode(&rx.try_recv().expect("event")).event {
+            let item = hub.resolve(rx.try_recv().expect("event")).expect("bytes");
+            match decode(&item).event {
                 Some(live_event::Event::Host(h)) => assert_eq!(h.seq, seq),
                 other => panic!("{other:?}"),
             }
@@ -505,7 +602,10 @@ mod tests {
         let state = hub.host("a").expect("a");
         assert_eq!(state.status, HostStatus::Down as i32);
         assert!(state.last_seen_ms > 0);
-        match decode(&rx.try_recv().expect("status event")).event {
+        let item = hub
+            .resolve(rx.try_recv().expect("status event"))
+            .expect("bytes");
+        match decode(&item).event {
             Some(live_event::Event::Status(s)) => assert_eq!(s.status, HostStatus::Down as i32),
             other => panic!("{other:?}"),
         }
@@ -538,6 +638,57 @@ mod tests {
                 expected.as_slice()
             );
         }
+    }
+
+    #[test]
+    fn the_broadcast_ring_is_bounded_in_bytes_and_big_frames_past_it_go_by_reference() {
+        let hub = Hub::new(Duration::from_secs(1), &[]);
+        let mut rx = hub.subscribe();
+        let c = hub.next_conn_id();
+        hub.claim(
+            "big",
+            c,
+            Credential::Enrollment(None),
+            HostSource::Push,
+            "x",
+            Duration::from_secs(1),
+        )
+        .expect("claim");
+        // 100 frames of about 1 MiB each: 100 MiB by count, over the 64 MiB budget.
+        let info = |n: u64| HostInfo {
+            id: "big".into(),
+            err: "e".repeat(1 << 20),
+            uptime_s: Some(n),
+            ..Default::default()
+        };
+        for seq in 1..=100 {
+            assert!(hub.ingest("big", c, seq, info(seq)));
+        }
+        assert!(hub.ring_bytes() <= LIVE_RING_BYTES, "{}", hub.ring_bytes());
+        let (mut events, mut refs) = (0, 0);
+        while let Ok(item) = rx.try_recv() {
+            match &item {
+                LiveItem::Event(_) => events += 1,
+                LiveItem::Latest(id) => {
+                    assert_eq!(&**id, "big");
+                    refs += 1;
+                }
+            }
+            // Either way a browser gets a whole host event; a reference gives the latest.
+            let bytes = hub.resolve(item).expect("host is known");
+            match decode(&bytes).event {
+                Some(live_event::Event::Host(h)) => assert!(h.seq >= 1),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(events + refs, 100);
+        assert!((60..=64).contains(&events), "{events} frames kept whole");
+        let latest = hub.resolve(LiveItem::Latest("big".into())).expect("latest");
+        match decode(&latest).event {
+            Some(live_event::Event::Host(h)) => assert_eq!(h.seq, 100),
+            other => panic!("{other:?}"),
+        }
+        assert!(hub.resolve(LiveItem::Latest("gone".into())).is_none());
     }
 
     #[test]
