@@ -362,3 +362,101 @@ async fn a_grpc_connection_that_never_speaks_is_closed_within_the_handshake_time
         "{waited:?}"
     );
 }
+
+/// The hub process's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A hello for `id` on a new connection; `Ok` when accepted, else the refusal's close reason.
+async fn try_hello(hub: &Hub, id: &str) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use hmonitor_proto::{hub_message, HubMessage};
+    let mut ws = raw_agent(hub, Some(TOKEN)).await.expect("connect");
+    ws.send(Message::Binary(hello(id).into()))
+        .await
+        .expect("hello");
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                return match HubMessage::decode(b.as_ref()).expect("decodes").msg {
+                    Some(hub_message::Msg::Accepted(_)) => Ok(()),
+                    Some(hub_message::Msg::Refused(r)) => Err(r.reason),
+                    other => Err(format!("unexpected {other:?}")),
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => return Err(format!("no reply: {other:?}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_new_ids_against_max_hosts_50_leave_the_count_the_good_host_and_memory_alone() {
+    let hub = Hub::start_with(HubOpts {
+        interval: INTERVAL_S,
+        extra: vec!["--max-hosts".into(), "50".into()],
+        ..Default::default()
+    });
+    let browser = Browser::connect(&hub.live_url()).await;
+    let s = Scenario::new(&one_gpu("NVIDIA H200", 7));
+    let _good = agent("good", &hub.agent_url(), &s, INTERVAL_S);
+    browser
+        .until(Duration::from_secs(15), "good up", |b| {
+            b.status("good") == Some(HostStatus::Up)
+        })
+        .await;
+    let pid = hub.proc.child.id();
+    let mut refused = 0;
+    let mut rss_after_100 = 0;
+    for i in 0..1000 {
+        // Each id reports once and goes away: what a script inventing ids does.
+        if let Err(reason) = try_hello(&hub, &format!("made-up-{i}")).await {
+            assert!(reason.contains("max_hosts"), "{reason}");
+            refused += 1;
+        }
+        if i == 99 {
+            rss_after_100 = rss_kib(pid);
+        }
+    }
+    let rss_after_1000 = rss_kib(pid);
+    assert_eq!(refused, 1000 - 49, "good and 49 made-up ids fit");
+    let health: serde_json::Value =
+        serde_json::from_str(&hmonitor_testkit::http::get(hub.addr, "/healthz", &[]).body)
+            .expect("json");
+    assert_eq!(health["hosts"], 50, "{health}");
+    // The good host stayed fresh throughout.
+    let before = browser.frames_of("good");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        browser.frames_of("good") >= before + 2,
+        "the good host stalled"
+    );
+    assert_eq!(browser.status("good"), Some(HostStatus::Up));
+    // 900 refused ids after the first 100 cost the hub (nearly) nothing: flat within 8 MiB.
+    let grew = rss_after_1000.saturating_sub(rss_after_100);
+    assert!(
+        grew < 8 * 1024,
+        "hub RSS grew {grew} KiB ({rss_after_100} -> {rss_after_1000} KiB)"
+    );
+    eprintln!("hub RSS after 100 ids {rss_after_100} KiB, after 1000 {rss_after_1000} KiB");
+
+    // Forgetting one makes room for exactly one new id.
+    let forget = hosts_cli(&hub, &["forget", "made-up-0"]);
+    assert!(
+        forget.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
+    assert_eq!(try_hello(&hub, "newcomer").await, Ok(()));
+    let again = try_hello(&hub, "one-too-many").await;
+    assert!(
+        again.as_ref().is_err_and(|r| r.contains("max_hosts")),
+        "{again:?}"
+    );
+}
