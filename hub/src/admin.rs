@@ -24,8 +24,8 @@ pub async fn gate(
     req: Request,
     next: Next,
 ) -> Response {
-    if !app.cfg.viewer_allow.allows(peer.ip()) {
-        return (StatusCode::FORBIDDEN, "not in the viewer allowlist\n").into_response();
+    if let Some(refused) = crate::guard::outside_allowlist(&app, peer) {
+        return refused;
     }
     if !app.admins.required() {
         return (

@@ -98,6 +98,12 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     })
 }
 
+/// A 403 for a peer outside `viewer_allow` (viewers and admins alike); `None` for one inside.
+pub fn outside_allowlist(app: &App, peer: std::net::SocketAddr) -> Option<Response> {
+    (!app.cfg.viewer_allow.allows(peer.ip()))
+        .then(|| (StatusCode::FORBIDDEN, "not in the viewer allowlist\n").into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

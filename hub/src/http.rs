@@ -54,8 +54,8 @@ async fn viewer_gate(
     req: Request,
     next: Next,
 ) -> Response {
-    if !app.cfg.viewer_allow.allows(peer.ip()) {
-        return (StatusCode::FORBIDDEN, "not in the viewer allowlist\n").into_response();
+    if let Some(refused) = crate::guard::outside_allowlist(&app, peer) {
+        return refused;
     }
     // Bearer, `?token=` or the `hmon_token` cookie (what a browser can send on a WebSocket
     // upgrade), percent-decoded and compared in constant time by the one auth module.
