@@ -238,7 +238,7 @@ async fn admit(
     }
     if let Err(reason) = hmonitor_proto::limits::check_hello(hello) {
         hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-        app.refusals.warn(&format!("hello:{peer}"), || {
+        app.refusals.warn(&format!("hello:{}", peer.ip()), || {
             format!("agent {peer} refused: {reason}")
         });
         refuse(socket, &reason, false).await;

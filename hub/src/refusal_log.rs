@@ -12,6 +12,10 @@ pub const REPEAT_AFTER: Duration = Duration::from_secs(60);
 /// logged again, which is harmless).
 const MAX_KEYS: usize = 10_000;
 
+/// Bytes of a key kept: keys hold what peers send (host ids), which must not make the map
+/// large.
+const MAX_KEY_BYTES: usize = 160;
+
 /// Lines logged per second over all keys at most (many new keys at once: a flood of ids).
 const MAX_LINES_PER_SEC: u32 = 20;
 
@@ -42,6 +46,11 @@ impl RefusalLog {
     /// `Some(suffix)` when a line for `key` may be logged now (the suffix counts the lines
     /// held back); `None` when it is held back.
     fn admit(&self, key: &str, now: Instant) -> Option<String> {
+        let mut end = key.len().min(MAX_KEY_BYTES);
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        let key = &key[..end];
         let mut g = self
             .inner
             .lock()
