@@ -177,6 +177,13 @@ mod tests {
             .expect_err("over a cap")
             .contains("processes on GPU 3"));
 
+        let mut warned = ok.clone();
+        warned.gpus[1].id = 1;
+        warned.gpus[1].warnings = vec![String::new(); MAX_WARNINGS_PER_GPU + 1];
+        assert!(check_host_info(&warned)
+            .expect_err("over a cap")
+            .contains("warnings of GPU 1"));
+
         let mut long = ok.clone();
         long.gpus[0].procs = vec![ProcInfo {
             pid: 42,

@@ -300,6 +300,20 @@ async fn a_sample_ten_years_ahead_and_frames_over_a_cap_are_refused_with_the_rea
         ),
         (
             HostInfo {
+                gpus: vec![GpuInfo {
+                    id: 2,
+                    warnings: vec![
+                        "power: not supported".into();
+                        hmonitor_proto::limits::MAX_WARNINGS_PER_GPU + 1
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "warnings of GPU 2",
+        ),
+        (
+            HostInfo {
                 disks: vec![Default::default(); hmonitor_proto::limits::MAX_DISKS + 1],
                 ..Default::default()
             },
