@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod grpc;
 pub mod query;
+pub mod reserve;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -453,12 +454,13 @@ impl History {
             }
             other => other?,
         };
+        let reserve = reserve::Reserve::new(&cfg.dir);
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let stats = Arc::new(HistoryStats::default());
         let writer_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || writer(store, rx, &writer_stats))
+            .spawn(move || writer(store, reserve, rx, &writer_stats))
             .map_err(|source| StoreError::Dir {
                 path: cfg.dir.clone(),
                 source,
@@ -529,20 +531,32 @@ fn open_store(path: &Path, retention: Retention) -> Result<Store, StoreError> {
     Ok(store)
 }
 
+fn sqlite_code(e: &StoreError) -> Option<rusqlite::ErrorCode> {
+    match e {
+        StoreError::Open { source, .. } | StoreError::Sql(source) => source.sqlite_error_code(),
+        StoreError::Dir { .. } => None,
+    }
+}
+
 /// SQLite says the file is not a database, or a damaged one.
 fn is_corrupt(e: &StoreError) -> bool {
-    let sql = match e {
-        StoreError::Open { source, .. } | StoreError::Sql(source) => source,
-        StoreError::Dir { .. } => return false,
-    };
     matches!(
-        sql.sqlite_error_code(),
+        sqlite_code(e),
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
     )
 }
 
+fn is_disk_full(e: &StoreError) -> bool {
+    sqlite_code(e) == Some(rusqlite::ErrorCode::DiskFull)
+}
+
 /// The writer thread: batches, roll-ups, retention. Ends when every sender is gone.
-fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) {
+fn writer(
+    mut store: Store,
+    mut reserve: reserve::Reserve,
+    rx: Receiver<Option<Record>>,
+    stats: &HistoryStats,
+) {
     let mut last_rollup = Instant::now();
     let mut last_retention: Option<Instant> = None;
     let retention_every =
@@ -570,6 +584,7 @@ fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) 
             match store.insert(&batch) {
                 Ok(()) => {
                     stats.set_unavailable(None);
+                    reserve.refill();
                     stats
                         .stored
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -587,6 +602,22 @@ fn writer(mut store: Store, rx: Receiver<Option<Record>>, stats: &HistoryStats) 
                     }
                     tracing::debug!("history: cannot store {} samples: {e}", batch.len());
                     stats.set_unavailable(Some(e.to_string()));
+                    if is_disk_full(&e) && reserve.release() {
+                        // Room to delete in: expired points go now, not at the next round.
+                        let now = unix_ms(SystemTime::now()) as i64;
+                        match store.enforce_retention(now) {
+                            Ok(n) => tracing::warn!(
+                                "history: the disk is full; released the {} MiB reserve and \
+                                 removed {n} expired points",
+                                reserve::RESERVE_BYTES >> 20
+                            ),
+                            Err(e) => tracing::error!(
+                                "history: the disk is full; released the reserve, and retention \
+                                 still failed: {e}"
+                            ),
+                        }
+                        last_retention = Some(Instant::now());
+                    }
                 }
             }
             batch.clear();

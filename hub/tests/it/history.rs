@@ -777,3 +777,107 @@ async fn a_full_disk_keeps_agents_live_and_they_backfill_once_space_is_freed() {
     }
     drop(agent);
 }
+
+#[test]
+fn a_disk_full_to_the_last_byte_recovers_by_itself_through_the_reserve_and_retention() {
+    use hmonitor_hub::history::reserve::RESERVE_FILE;
+    use hmonitor_hub::history::store::Store;
+    use hmonitor_hub::history::{GpuRec, History, HistoryConfig, Record, Retention};
+    let fs = SmallFs::mount("24m");
+    let dir = fs.dir.path().join("data");
+    let retention = Retention {
+        raw: Duration::from_secs(3600),
+        minute: Duration::from_secs(2 * 3600),
+        hour: Duration::from_secs(2 * 86400),
+    };
+    let cfg = HistoryConfig {
+        dir: dir.clone(),
+        retention,
+        queue: 65_536,
+    };
+    let now = now_ms();
+    let rec = |t: i64| Record {
+        host: "h".into(),
+        t,
+        dur_ms: 1000,
+        host_vals: [Some(1.0), Some(2.0), Some(3.0), Some(4.0)],
+        gpus: (0..8)
+            .map(|g| GpuRec {
+                index: g,
+                uuid: format!("GPU-{g}"),
+                name: "NVIDIA H200".into(),
+                vals: [Some(50.0), Some(1e10), Some(40.0), Some(300.0)],
+                held: true,
+            })
+            .collect(),
+        users: Vec::new(),
+        ack: None,
+    };
+    std::fs::create_dir_all(&dir).expect("data dir");
+    // Three hours of old samples (past the raw tier's hour: what retention removes), written
+    // by a store of their own before the hub's history opens.
+    {
+        let mut store = Store::open(&dir.join("history.sqlite"), retention).expect("open");
+        let old = now - 3 * 3600 * 1000;
+        for chunk in 0..8 {
+            let batch: Vec<Record> = (0..1000)
+                .map(|i| rec(old + (chunk * 1000 + i) * 1000))
+                .collect();
+            store.insert(&batch).expect("old samples fit");
+        }
+    }
+    let history = History::open(&cfg).expect("open");
+    assert!(
+        dir.join(RESERVE_FILE).exists(),
+        "the reserve is made at start"
+    );
+    let filler = fs.fill();
+    let stored = || {
+        history
+            .stats
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Live samples keep coming; the disk refuses them, then the store makes room by itself.
+    let mut t = now;
+    let mut saw_full = false;
+    let t0 = Instant::now();
+    loop {
+        // Fast until the disk refuses; then 200 samples a second, fewer than the 8,000
+        // expired ones whose room retention gives back.
+        for _ in 0..if saw_full { 20 } else { 500 } {
+            let _ = history.try_record(rec(t));
+            t += 1000;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(why) = history.stats.unavailable() {
+            assert!(why.to_lowercase().contains("full"), "{why}");
+            saw_full = true;
+        } else if saw_full && stored() > 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no recovery on the full disk (saw it full: {saw_full}, stored {})",
+            stored()
+        );
+    }
+    // The expired points are gone: retention ran on the full disk.
+    let cut = now - 3600 * 1000;
+    let expired: i64 = history
+        .read(|c| {
+            c.query_row("SELECT count(*) FROM raw WHERE t < ?1", [cut], |r| r.get(0))
+                .map_err(Into::into)
+        })
+        .expect("count");
+    assert_eq!(expired, 0);
+    // Writing resumed with the filler still there.
+    let before = stored();
+    for _ in 0..200 {
+        history.try_record(rec(t)).expect("queued");
+        t += 1000;
+    }
+    history.close();
+    assert!(stored() >= before + 200, "{before} -> {}", stored());
+    assert!(filler.exists());
+}
