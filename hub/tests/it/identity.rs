@@ -103,14 +103,18 @@ async fn a_second_agent_with_the_same_id_is_refused_until_an_admin_forgets_the_i
     let other_state = tempfile::tempdir().expect("tempdir");
     let state_env = |d: &tempfile::TempDir| d.path().to_string_lossy().into_owned();
     let first_dir = state_env(&first_state);
-    let mut first = agent_with(
-        "gpu-07",
-        &hub.agent_url(),
-        &s,
-        INTERVAL_S,
-        TOKEN,
-        &[("HMON_STATE_DIR", &first_dir)],
-    );
+    // An agent for gpu-07 with the shared token, keeping its state (and host key) in `dir`.
+    let gpu07 = |dir: &str| {
+        agent_with(
+            "gpu-07",
+            &hub.agent_url(),
+            &s,
+            INTERVAL_S,
+            TOKEN,
+            &[("HMON_STATE_DIR", dir)],
+        )
+    };
+    let mut first = gpu07(&first_dir);
     browser
         .until(Duration::from_secs(15), "gpu-07 up", |b| {
             b.status("gpu-07") == Some(HostStatus::Up)
@@ -126,14 +130,7 @@ async fn a_second_agent_with_the_same_id_is_refused_until_an_admin_forgets_the_i
 
     // Another machine with the shared token and the same id: refused, with one clear line.
     let other_dir = state_env(&other_state);
-    let mut impostor = agent_with(
-        "gpu-07",
-        &hub.agent_url(),
-        &s,
-        INTERVAL_S,
-        TOKEN,
-        &[("HMON_STATE_DIR", &other_dir)],
-    );
+    let mut impostor = gpu07(&other_dir);
     eventually(Duration::from_secs(15), || {
         (!hub
             .proc
@@ -164,14 +161,7 @@ async fn a_second_agent_with_the_same_id_is_refused_until_an_admin_forgets_the_i
     impostor.kill();
 
     // The real host comes back with its key: accepted at once.
-    let mut first = agent_with(
-        "gpu-07",
-        &hub.agent_url(),
-        &s,
-        INTERVAL_S,
-        TOKEN,
-        &[("HMON_STATE_DIR", &first_dir)],
-    );
+    let mut first = gpu07(&first_dir);
     browser
         .until(Duration::from_secs(15), "gpu-07 back", |b| {
             b.status("gpu-07") == Some(HostStatus::Up)
@@ -209,14 +199,7 @@ async fn a_second_agent_with_the_same_id_is_refused_until_an_admin_forgets_the_i
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
 
-    let _impostor = agent_with(
-        "gpu-07",
-        &hub.agent_url(),
-        &s,
-        INTERVAL_S,
-        TOKEN,
-        &[("HMON_STATE_DIR", &other_dir)],
-    );
+    let _impostor = gpu07(&other_dir);
     browser
         .until(Duration::from_secs(15), "gpu-07 re-pinned", |b| {
             b.status("gpu-07") == Some(HostStatus::Up)
