@@ -13,6 +13,9 @@ use hyper_util::rt::TokioIo;
 use crate::config::{HostsAction, HubConfig};
 use crate::enrollment;
 
+/// The largest answer read from the hub.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// The whole exchange with the hub, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -161,7 +164,12 @@ where
     tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
     let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
+    // Bounded: the host list of a full hub (20,000 ids) is a few MiB.
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the hub's answer: {e}"))?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
