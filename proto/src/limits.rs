@@ -118,6 +118,9 @@ pub fn check_host_info(info: &HostInfo) -> Result<(), String> {
         for s in [&g.name, &g.uuid, &g.pci_bus_id, &g.err] {
             string(&|| format!("a field of GPU {gpu}"), s)?;
         }
+        if let Some(h) = &g.hold {
+            string(&|| format!("the holder of GPU {gpu}"), &h.username)?;
+        }
         for w in &g.warnings {
             string(&|| format!("a warning of GPU {gpu}"), w)?;
         }

@@ -34,21 +34,41 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// A byte count: "1048576", "512KiB", "1MiB" (also "K"/"KB"/"M"/"MB", binary as well), within
-/// `range`; `what` names the setting in the out-of-range message.
-pub fn parse_size(s: &str, what: &str, range: RangeInclusive<usize>) -> Result<usize, String> {
+/// A byte count: "1048576", "512KiB", "1MiB", "20GiB", "1.5G" (units are binary: K/KB/KiB,
+/// M/MB/MiB, G/GB/GiB, T/TB/TiB, any case).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size (e.g. 1048576, 512KiB, 1MiB)");
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+    let bad = || format!("{s:?} is not a size (e.g. 1048576, 512KiB, 1MiB, 20GiB)");
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
-    let n: usize = digits.parse().map_err(|_| bad())?;
-    let bytes = n.saturating_mul(mult);
+    if digits.contains('.') {
+        let n: f64 = digits.parse().map_err(|_| bad())?;
+        let bytes = n * mult as f64;
+        // Saturates: a huge value is then out of any range, never wrapped into one.
+        return if bytes.is_finite() && bytes >= 0.0 {
+            Ok(bytes.min(u64::MAX as f64) as u64)
+        } else {
+            Err(bad())
+        };
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(n.saturating_mul(mult))
+}
+
+/// A byte count as [`parse_bytes`] reads it, within `range`; `what` names the setting in the
+/// out-of-range message.
+pub fn parse_size(s: &str, what: &str, range: RangeInclusive<usize>) -> Result<usize, String> {
+    let bytes = usize::try_from(parse_bytes(s)?).unwrap_or(usize::MAX);
     if !range.contains(&bytes) {
         return Err(format!(
             "{what} {s:?} is out of range: {} to {}",
@@ -57,6 +77,17 @@ pub fn parse_size(s: &str, what: &str, range: RangeInclusive<usize>) -> Result<u
         ));
     }
     Ok(bytes)
+}
+
+/// A span that may be zero ("0", "0s" = none): "30s", "10m", "1h30m"; a bare number is seconds.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!("{s:?} is not a positive duration")),
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration (e.g. 30s, 10m, 1h): {e}")),
+    }
 }
 
 /// 1024 → "1 KiB", 67108864 → "64 MiB"; other counts in bytes.
@@ -112,6 +143,12 @@ mod tests {
             err,
             "max_frame_bytes \"100\" is out of range: 1 KiB to 64 MiB"
         );
+        assert_eq!(parse_bytes("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
+        assert!(parse_bytes("20 gigs").is_err_and(|e| e.contains("20 gigs")));
+        assert_eq!(parse_span("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_span("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_span("soon").is_err_and(|e| e.contains("soon")));
         // Overflow saturates and is then out of range, not wrapped into it.
         assert!(parse_size("99999999999999999999", "x", r.clone()).is_err());
         assert!(parse_size(&format!("{}M", usize::MAX / 2), "x", r).is_err());
