@@ -14,6 +14,7 @@ import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf
 import {
   ErrorKind,
   GPUInfoSchema,
+  GpuHoldSchema,
   HostInfoSchema,
   HostStateSchema,
   HostStatus,
@@ -28,6 +29,14 @@ export interface ProcDigest {
   container?: string;
 }
 
+/** Who holds a GPU (`hmonitor wait` / `hold`), and until when (Unix ms, the agent's clock). */
+export interface HoldDigest {
+  uid: number;
+  username: string;
+  sinceMs: number;
+  untilMs: number;
+}
+
 export interface GpuDigest {
   id: number;
   name: string;
@@ -38,6 +47,7 @@ export interface GpuDigest {
   temp?: number;
   errKind: ErrorKind;
   procs: ProcDigest[];
+  hold?: HoldDigest;
 }
 
 export interface InfoDigest {
@@ -54,6 +64,8 @@ export interface HostDigest {
   addr: string;
   seq: number;
   info?: InfoDigest;
+  /** The GPUs the hub judges free (by the one shared definition), by index. */
+  freeGpus: number[];
 }
 
 export type EventDigest =
@@ -63,7 +75,7 @@ export type EventDigest =
   | { case: undefined };
 
 /** The kinds this reader decodes; anything else in the schema for a read field is a mismatch. */
-type Kind = "string" | "u64" | "i32" | "u32" | "enum" | "msg" | "msgs";
+type Kind = "string" | "u64" | "i32" | "u32" | "enum" | "msg" | "msgs" | "i32s";
 
 function kindOf(f: DescField): Kind | null {
   switch (f.fieldKind) {
@@ -80,7 +92,8 @@ function kindOf(f: DescField): Kind | null {
     case "message":
       return "msg";
     case "list":
-      return f.listKind === "message" ? "msgs" : null;
+      if (f.listKind === "message") return "msgs";
+      return f.listKind === "scalar" && f.scalar === ScalarType.INT32 ? "i32s" : null;
     default:
       return null;
   }
@@ -112,6 +125,7 @@ const N = {
     addr: num(HostStateSchema, "addr", "string"),
     info: num(HostStateSchema, "info", "msg"),
     seq: num(HostStateSchema, "seq", "u64"),
+    freeGpus: num(HostStateSchema, "freeGpus", "i32s"),
   },
   info: {
     gpus: num(HostInfoSchema, "gpus", "msgs"),
@@ -129,6 +143,13 @@ const N = {
     procs: num(GPUInfoSchema, "procs", "msgs"),
     uuid: num(GPUInfoSchema, "uuid", "string"),
     errKind: num(GPUInfoSchema, "errKind", "enum"),
+    hold: num(GPUInfoSchema, "hold", "msg"),
+  },
+  hold: {
+    uid: num(GpuHoldSchema, "uid", "i32"),
+    username: num(GpuHoldSchema, "username", "string"),
+    sinceMs: num(GpuHoldSchema, "sinceMs", "u64"),
+    untilMs: num(GpuHoldSchema, "untilMs", "u64"),
   },
   proc: {
     username: num(ProcInfoSchema, "username", "string"),
@@ -250,6 +271,19 @@ function proc(w: Wire): ProcDigest {
   return p;
 }
 
+/** A hold; `h`, when given, is one read before for the same field (protobuf merges them). */
+function hold(w: Wire, h: HoldDigest = { uid: 0, username: "", sinceMs: 0, untilMs: 0 }): HoldDigest {
+  while (w.pos < w.end) {
+    const t = w.u32(), f = t >>> 3, wt = t & 7;
+    if (wt === VARINT && f === N.hold.uid) h.uid = w.u32() | 0;
+    else if (wt === VARINT && f === N.hold.sinceMs) h.sinceMs = w.u64();
+    else if (wt === VARINT && f === N.hold.untilMs) h.untilMs = w.u64();
+    else if (wt === LEN && f === N.hold.username) h.username = w.str();
+    else w.skip(wt);
+  }
+  return h;
+}
+
 function gpu(w: Wire): GpuDigest {
   const g: GpuDigest = { id: 0, name: "", uuid: "", errKind: ErrorKind.NONE, procs: [] };
   while (w.pos < w.end) {
@@ -266,6 +300,7 @@ function gpu(w: Wire): GpuDigest {
       if (f === N.gpu.procs) g.procs.push(proc(w.sub()));
       else if (f === N.gpu.name) g.name = w.str();
       else if (f === N.gpu.uuid) g.uuid = w.str();
+      else if (f === N.gpu.hold) g.hold = hold(w.sub(), g.hold);
       else w.skip(wt);
     } else w.skip(wt);
   }
@@ -286,7 +321,7 @@ function info(w: Wire): InfoDigest {
 }
 
 function host(w: Wire): HostDigest {
-  const h: HostDigest = { id: "", status: HostStatus.UNSPECIFIED, lastSeenMs: 0, addr: "", seq: 0 };
+  const h: HostDigest = { id: "", status: HostStatus.UNSPECIFIED, lastSeenMs: 0, addr: "", seq: 0, freeGpus: [] };
   while (w.pos < w.end) {
     const t = w.u32(), f = t >>> 3, wt = t & 7;
     if (wt === LEN && f === N.host.id) h.id = w.str();
@@ -295,7 +330,12 @@ function host(w: Wire): HostDigest {
     else if (wt === VARINT && f === N.host.status) h.status = w.u32() | 0;
     else if (wt === VARINT && f === N.host.lastSeenMs) h.lastSeenMs = w.u64();
     else if (wt === VARINT && f === N.host.seq) h.seq = w.u64();
-    else w.skip(wt);
+    // A repeated int32 comes packed (one length-delimited run of varints), or one varint each.
+    else if (wt === VARINT && f === N.host.freeGpus) h.freeGpus.push(w.u32() | 0);
+    else if (wt === LEN && f === N.host.freeGpus) {
+      const p = w.sub();
+      while (p.pos < p.end) h.freeGpus.push(p.u32() | 0);
+    } else w.skip(wt);
   }
   return h;
 }

@@ -51,3 +51,18 @@ export function clockSkew(ms: bigint | undefined): string {
   if (Math.abs(v) < 2000) return "";
   return `clock ${duration(Math.round(Math.abs(v) / 1000))} ${v > 0 ? "ahead" : "behind"}`;
 }
+
+/** Who holds a GPU: the user name, or "uid N" for a uid without one. */
+export function holder(h: { uid: number; username: string }): string {
+  return h.username || `uid ${h.uid}`;
+}
+
+/** Minutes left until `untilMs` (Unix ms), rounded up: a hold with 3 min 10 s left has 4. */
+export function minutesLeft(untilMs: bigint | number, now: number): number {
+  return Math.max(0, Math.ceil((Number(untilMs) - now) / 60000));
+}
+
+/** "held by alice for 4 min", "held by uid 1001 for 1 h 5 min" (time left, rounded up). */
+export function heldBy(h: { uid: number; username: string; untilMs: bigint | number }, now: number): string {
+  return `held by ${holder(h)} for ${duration(minutesLeft(h.untilMs, now) * 60)}`;
+}

@@ -45,12 +45,16 @@ export class Ring {
   }
 }
 
-export type GpuState = "free" | "busy" | "hot" | "lost" | "error" | "unknown" | "down";
+export type GpuState = "free" | "held" | "busy" | "hot" | "lost" | "error" | "unknown" | "down";
 
+/**
+ * The page's own thresholds. They can only narrow the hub's verdict (`HostState.free_gpus`):
+ * a GPU the hub does not list as free is never free on the page, whatever they say.
+ */
 export interface Thresholds {
   /** MiB of memory in use under which a GPU may count as free. */
   memMiB: number;
-  /** Utilization percent under which a GPU may count as free. */
+  /** Utilization percent at or under which a GPU may count as free (the hub's rule: ≤ 5 %). */
   util: number;
 }
 
@@ -60,20 +64,33 @@ export interface GpuFigures {
   temp?: number;
   memUsed?: bigint | number;
   utilization?: number;
+  hold?: { untilMs: bigint | number };
 }
 
-export function gpuState(g: GpuFigures, up: boolean, th: Thresholds): GpuState {
+/** Whether a hold is still on at `now` (Unix ms): one whose end has come is over. */
+export function holdActive(h: { untilMs: bigint | number } | undefined, now: number): boolean {
+  return h !== undefined && Number(h.untilMs) > now;
+}
+
+/**
+ * A GPU's state on the page. `listed`: the hub lists it in its host's `free_gpus` (no compute
+ * process, under 1 GiB in use, idle for the hub's settle time, not held, readable); only such a
+ * GPU can be free here, and only when it passes the page's thresholds too.
+ */
+export function gpuState(g: GpuFigures, up: boolean, th: Thresholds, listed: boolean, now = Date.now()): GpuState {
   if (!up) return "down";
   if (g.errKind === ErrorKind.LOST) return "lost";
   if (g.errKind !== ErrorKind.NONE) return "error";
+  if (holdActive(g.hold, now)) return "held";
   if (g.temp !== undefined && g.temp >= HOT_C) return "hot";
   if (g.memUsed === undefined || g.utilization === undefined) return "unknown";
-  const free = Number(g.memUsed) < th.memMiB * 1024 * 1024 && g.utilization < th.util;
+  const free = listed && Number(g.memUsed) < th.memMiB * 1024 * 1024 && g.utilization <= th.util;
   return free ? "free" : "busy";
 }
 
 export const STATE_LABEL: Record<GpuState, string> = {
   free: "free",
+  held: "held",
   busy: "in use",
   hot: "hot",
   lost: "lost",
@@ -86,6 +103,7 @@ export const STATE_LABEL: Record<GpuState, string> = {
 export interface Facts {
   up: boolean;
   free: number;
+  held: number;
   busy: number;
   gpus: number;
   utilSum: number;
@@ -112,6 +130,7 @@ function hostText(s: HostDigest): string {
 function gpuText(g: GpuDigest): string {
   let s = lower(`${g.name} ${g.uuid} gpu${g.id}`);
   for (const p of g.procs) s += ` ${lower(p.username)} ${lower(p.basename)} ${lower(p.container)}`;
+  if (g.hold) s += ` ${lower(g.hold.username)}`;
   return s;
 }
 
@@ -133,9 +152,12 @@ export function match(s: HostDigest, f: Selection, th: Thresholds): Match {
   const hostHit = q !== "" && hostText(s).includes(q);
   if (!users.length && !f.free && (!q || hostHit)) return { host: true, gpus: null };
   const keep = new Set<number>();
+  const listed = new Set(s.freeGpus), now = Date.now();
   for (const g of s.info?.gpus ?? []) {
-    if (users.length && !users.every((u) => g.procs.some((p) => p.username === u))) continue;
-    if (f.free && gpuState(g, up, th) !== "free") continue;
+    // A user's GPUs: those they run a process on, and those they hold (as the hub's `user=`).
+    const holder = holdActive(g.hold, now) ? g.hold?.username : undefined;
+    if (users.length && !users.every((u) => holder === u || g.procs.some((p) => p.username === u))) continue;
+    if (f.free && gpuState(g, up, th, listed.has(g.id), now) !== "free") continue;
     if (q && !hostHit && !gpuText(g).includes(q)) continue;
     keep.add(g.id);
   }
@@ -144,11 +166,13 @@ export function match(s: HostDigest, f: Selection, th: Thresholds): Match {
 
 export function facts(s: HostDigest, th: Thresholds): Facts {
   const up = s.status === HostStatus.UP;
-  const f: Facts = { up, free: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
+  const f: Facts = { up, free: 0, held: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
+  const listed = new Set(s.freeGpus), now = Date.now();
   for (const g of s.info?.gpus ?? []) {
     f.gpus++;
-    const st = gpuState(g, up, th);
+    const st = gpuState(g, up, th, listed.has(g.id), now);
     if (st === "free") f.free++;
+    else if (st === "held") f.held++;
     else if (st === "busy" || st === "hot") f.busy++;
     if (!up) continue;
     if (g.utilization !== undefined) {

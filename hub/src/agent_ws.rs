@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmonitor_common::auth;
 use hmonitor_proto::{
-    agent_message, hub_message, Accepted, Ack, AgentHello, AgentMessage, HostSource, HubMessage,
-    PushProtocol, Refused,
+    agent_message, hub_message, Accepted, Ack, AgentHello, AgentMessage, ClusterAnswer,
+    ClusterQuery, HostSource, HubMessage, PushProtocol, Refused,
 };
 use prost::Message as _;
 
@@ -30,6 +30,9 @@ use crate::App;
 
 /// Backfill frames allowed per second, as a multiple of the live frame limit.
 const BACKFILL_RATE_FACTOR: u32 = 20;
+
+/// Cluster queries one agent may relay per second (each one reads every host).
+const QUERIES_PER_SEC: u32 = 2;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -383,6 +386,7 @@ async fn stream(
     let mut bucket = crate::limits::TokenBucket::per_second(rate);
     let mut backfill_bucket =
         crate::limits::TokenBucket::per_second(rate.saturating_mul(BACKFILL_RATE_FACTOR));
+    let mut query_bucket = crate::limits::TokenBucket::per_second(QUERIES_PER_SEC);
     // The writer raises this to the newest seq it has committed; each rise is acknowledged.
     let (committed, mut acks) = tokio::sync::watch::channel(history::Committed::default());
     let committed = Arc::new(committed);
@@ -493,6 +497,20 @@ async fn stream(
                     );
                 }
             }
+            Ok(Some(agent_message::Msg::Query(q))) => {
+                let answer = if query_bucket.take() {
+                    relay_answer(app, q).await
+                } else {
+                    ClusterAnswer {
+                        id: q.id,
+                        error: format!("too many cluster queries (limit {QUERIES_PER_SEC}/s per host)"),
+                        ..Default::default()
+                    }
+                };
+                if !send(socket, hub_message::Msg::Answer(answer)).await {
+                    return Close::Clean;
+                }
+            }
             Ok(Some(agent_message::Msg::Hello(_))) => {
                 hub.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
                 return Close::Protocol("a second hello on one connection".into());
@@ -504,5 +522,30 @@ async fn stream(
                 return why;
             }
         }
+    }
+}
+
+/// Answers a cluster query an agent relays for one of its users: the body `GET /api/gpus`
+/// gives a viewer. Built off the connection's task (it reads every host).
+async fn relay_answer(app: &App, q: ClusterQuery) -> ClusterAnswer {
+    let hub = app.hub.clone();
+    let params = q.params;
+    let built = tokio::task::spawn_blocking(move || crate::gpus_api::answer(&hub, &params)).await;
+    match built {
+        Ok(Ok(json)) => ClusterAnswer {
+            id: q.id,
+            json: json.into(),
+            error: String::new(),
+        },
+        Ok(Err(error)) => ClusterAnswer {
+            id: q.id,
+            error,
+            ..Default::default()
+        },
+        Err(e) => ClusterAnswer {
+            id: q.id,
+            error: format!("the hub failed to answer: {e}"),
+            ..Default::default()
+        },
     }
 }

@@ -16,6 +16,7 @@ pub fn router(app: App) -> Router {
     let viewers = Router::new()
         .route("/", get(assets::index))
         .route("/api/hosts", get(hosts))
+        .route("/api/gpus", get(crate::gpus_api::gpus))
         .route("/api/live", get(live::upgrade))
         .route("/api/history", get(history_api::history))
         .route("/api/history/ids", get(history_api::ids))

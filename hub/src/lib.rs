@@ -8,6 +8,7 @@ pub mod assets;
 pub mod close;
 pub mod config;
 pub mod enrollment;
+pub mod gpus_api;
 pub mod grpc;
 pub mod guard;
 pub mod history;

@@ -121,6 +121,15 @@ const HOST_GAUGES: &[(&str, &str)] = &[
         "gpu_user_memory_bytes",
         "GPU memory held by a user's processes, over all GPUs of the host",
     ),
+    (
+        "gpu_free",
+        "1 when the GPU is free by the hub's default definition (what the page shows)",
+    ),
+    (
+        "gpu_held",
+        "1 while someone holds the GPU through hmonitor wait/hold (advisory)",
+    ),
+    ("gpu_held_remaining_seconds", "How long the GPU's hold lasts still"),
 ];
 
 /// The hub's counters and gauges, and every host's readings, as OpenMetrics text.
@@ -249,8 +258,24 @@ fn host(g: &Gauges, state: &HostState) {
     ]);
     g.set("host_info", &facts, Some(1.0));
     host_readings(g, &host, info);
+    let now = hmonitor_proto::unix_ms(std::time::SystemTime::now());
     for gpu in &info.gpus {
         gpu_readings(g, &state.id, gpu);
+        let labels = vec![("host", state.id.clone()), ("gpu", gpu.id.to_string())];
+        let free = state.free_gpus.contains(&gpu.id);
+        g.set("gpu_free", &labels, Some(if free { 1.0 } else { 0.0 }));
+        if let Some(h) = gpu.hold.as_ref().filter(|h| h.until_ms > now) {
+            let user = if h.username.is_empty() {
+                format!("uid {}", h.uid)
+            } else {
+                h.username.clone()
+            };
+            let mut held = labels.clone();
+            held.push(("user", user));
+            g.set("gpu_held", &held, Some(1.0));
+            let left = h.until_ms.saturating_sub(now) as f64 / 1000.0;
+            g.set("gpu_held_remaining_seconds", &held, Some(left));
+        }
     }
     // Memory per user over all GPUs; processes whose owner could not be read are "unknown".
     let mut per_user: BTreeMap<String, u64> = BTreeMap::new();

@@ -70,6 +70,7 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
     let cfg = Arc::new(cfg);
     let hub = Hub::new(cfg.interval, &cfg.expected_hosts);
     hub.set_max_hosts(cfg.max_hosts);
+    hub.set_free_settle(cfg.free_settle);
     let history = History::open(&cfg.history_config())?;
     tracing::info!("history in {}", history.path().display());
     hub.set_history(history);

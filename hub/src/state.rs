@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use hmonitor_common::free;
 use hmonitor_proto::{
     live_event, unix_ms, HostInfo, HostSource, HostState, HostStatus, HostStatusChange, LiveEvent,
 };
@@ -70,6 +71,17 @@ struct Entry {
     owner: Option<(ConnId, Credential)>,
     last_frame: Option<Instant>,
     interval: Duration,
+    /// Recent utilization per GPU, on the hub's clock: what settle times are judged from.
+    recent: free::Recent,
+}
+
+/// Buckets a host's [`free::Recent`] ring has: coarse (a bucket spans about 9 s at most), so
+/// 10,000 hosts keep it in a few KiB each. Judging from coarser buckets can only make a GPU
+/// wait longer before it counts as free, never count too early.
+const RECENT_BUCKETS: u32 = 64;
+
+fn recent_for(interval: Duration) -> free::Recent {
+    free::Recent::new(interval.max(free::MAX_SETTLE / RECENT_BUCKETS))
 }
 
 /// Counters for `/healthz` and `/metrics`.
@@ -117,6 +129,8 @@ pub struct Hub {
     pub started: Instant,
     /// The history store, when the hub keeps one (set once at start).
     history: std::sync::OnceLock<Arc<crate::history::History>>,
+    /// The settle time of the default free verdict (`HostState.free_gpus`), milliseconds.
+    free_settle_ms: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -179,6 +193,9 @@ impl Hub {
             stats: Stats::default(),
             started: Instant::now(),
             history: std::sync::OnceLock::new(),
+            free_settle_ms: AtomicU64::new(
+                u64::try_from(free::DEFAULT_SETTLE.as_millis()).unwrap_or(u64::MAX),
+            ),
         };
         for id in expected.iter().filter(|id| valid_host_id(id)) {
             let state = HostState {
@@ -195,6 +212,7 @@ impl Hub {
                     owner: None,
                     last_frame: None,
                     interval: default_interval,
+                    recent: recent_for(default_interval),
                 },
             );
         }
@@ -206,6 +224,46 @@ impl Hub {
     /// Expected hosts count, and are known from the start.
     pub fn set_max_hosts(&self, max: usize) {
         self.max_hosts.store(max, Ordering::Relaxed);
+    }
+
+    /// The settle time of the default free verdict the page shows (`free_settle`).
+    pub fn set_free_settle(&self, settle: Duration) {
+        let ms = u64::try_from(settle.as_millis()).unwrap_or(u64::MAX);
+        self.free_settle_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The default criteria: what the page counts as free.
+    pub fn default_criteria(&self) -> free::Criteria {
+        free::Criteria {
+            settle: Duration::from_millis(self.free_settle_ms.load(Ordering::Relaxed)),
+            ..free::Criteria::default()
+        }
+    }
+
+    /// Every GPU of every reporting host judged for `q` (free ones best first when
+    /// `q.free_only`; with `q.count`, only hosts with that many free GPUs).
+    pub fn gpu_rows(&self, q: &free::Query) -> Vec<free::GpuRow> {
+        let now = now_ms();
+        let mut rows: Vec<free::GpuRow> = Vec::new();
+        for e in &self.hosts {
+            let Some(info) = &e.state.info else { continue };
+            if q.host.as_ref().is_some_and(|h| !e.state.id.contains(h.as_str())) {
+                continue;
+            }
+            let up = e.state.status == HostStatus::Up as i32;
+            let host = free::rows(&e.state.id, info, up, Some(&e.recent), now, &q.criteria);
+            let kept: Vec<_> = host.into_iter().filter(|r| q.keeps(r)).collect();
+            if q.free_only && kept.len() < q.count {
+                continue;
+            }
+            rows.extend(kept);
+        }
+        if q.free_only {
+            free::rank(&mut rows);
+        } else {
+            rows.sort_by(|a, b| a.host.cmp(&b.host).then(a.index.cmp(&b.index)));
+        }
+        rows
     }
 
     /// Attaches the history store; a second call is ignored.
@@ -261,6 +319,7 @@ impl Hub {
                     owner: None,
                     last_frame: None,
                     interval,
+                    recent: recent_for(interval),
                 })
             }
         };
@@ -299,10 +358,23 @@ impl Hub {
             if entry.owner.as_ref().map(|(c, _)| *c) != Some(conn) {
                 return false;
             }
+            let now = now_ms();
             entry.last_frame = Some(Instant::now());
             entry.state.status = HostStatus::Up as i32;
-            entry.state.last_seen_ms = now_ms();
+            entry.state.last_seen_ms = now;
             entry.state.seq = seq;
+            entry.recent.push(now, &info.gpus);
+            let criteria = self.default_criteria();
+            let free_gpus = info
+                .gpus
+                .iter()
+                .filter(|g| {
+                    let verdict = free::judge(g, true, info.stale, Some(&entry.recent), now, &criteria);
+                    verdict.0 == free::State::Free
+                })
+                .map(|g| g.id)
+                .collect();
+            entry.state.free_gpus = free_gpus;
             entry.state.info = Some(info);
             let frame = encode_host_event(&entry.state, now_ms());
             entry.frame = frame.clone();
@@ -483,6 +555,8 @@ fn mark_down(entry: &mut Entry) -> Option<Bytes> {
         return None;
     }
     entry.state.status = HostStatus::Down as i32;
+    // A host that does not report has no free GPU.
+    entry.state.free_gpus.clear();
     // Browsers connecting later get the host greyed, with its last report.
     entry.frame = encode_host_event(&entry.state, now_ms());
     Some(encode_event(live_event::Event::Status(HostStatusChange {

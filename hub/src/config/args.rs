@@ -112,6 +112,11 @@ pub struct Args {
     #[arg(long, env = "HMON_MAX_CLOCK_SKEW", value_parser = parse_duration, value_name = "DURATION")]
     pub max_clock_skew: Option<Duration>,
 
+    /// How long a GPU's utilization must have stayed low before the page and `/api/gpus`
+    /// call it free by default, e.g. 30s, 0 [default: 30s].
+    #[arg(long, env = "HMON_FREE_SETTLE", value_parser = hmonitor_common::free::parse_settle, value_name = "DURATION")]
+    pub free_settle: Option<Duration>,
+
     /// Most host ids the hub keeps at once; a new id past it is refused [default: 20000].
     #[arg(long, env = "HMON_MAX_HOSTS", value_name = "N")]
     pub max_hosts: Option<std::num::NonZeroUsize>,
@@ -229,6 +234,7 @@ impl fmt::Debug for Args {
             .field("credentials_directory", &self.credentials_directory)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("max_clock_skew", &self.max_clock_skew)
+            .field("free_settle", &self.free_settle)
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("http_head_timeout", &self.http_head_timeout)

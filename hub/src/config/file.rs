@@ -128,6 +128,7 @@ pub(super) struct FileConfig {
     pub(super) admin_token_file: Option<PathBuf>,
     pub(super) http_idle_timeout: Option<DurationValue>,
     pub(super) max_clock_skew: Option<DurationValue>,
+    pub(super) free_settle: Option<SettleValue>,
     pub(super) allowed_origins: Option<Vec<Origin>>,
     pub(super) allowed_hosts: Option<Vec<HostName>>,
     pub(super) max_frame_bytes: Option<FrameBytes>,
@@ -215,27 +216,45 @@ pub(super) struct DurationValue(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = DurationValue;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"2s\" or \"500ms\", or a number of seconds")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<DurationValue, E> {
-                parse_duration(s).map(DurationValue).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<DurationValue, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<DurationValue, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<DurationValue, E> {
-                self.visit_str(&n.to_string())
-            }
-        }
-        d.deserialize_any(V)
+        duration_with(d, parse_duration).map(DurationValue)
     }
+}
+
+/// A settle time (`free_settle`): like [`DurationValue`], and 0 is allowed.
+#[derive(Debug)]
+pub(super) struct SettleValue(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for SettleValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        duration_with(d, hmonitor_common::free::parse_settle).map(SettleValue)
+    }
+}
+
+/// A duration as a string ("2s") or a number of seconds, read with `parse`.
+fn duration_with<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Result<Duration, String>,
+) -> Result<Duration, D::Error> {
+    struct V(fn(&str) -> Result<Duration, String>);
+    impl de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as \"2s\" or \"500ms\", or a number of seconds")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            (self.0)(s).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+            self.visit_str(&n.to_string())
+        }
+    }
+    d.deserialize_any(V(parse))
 }
 
 /// A byte count, as a number or a string with KiB/MiB.

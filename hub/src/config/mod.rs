@@ -113,6 +113,8 @@ pub struct HubConfig {
     pub http_idle_timeout: Duration,
     /// A sample stamped further than this from the hub's clock is refused.
     pub max_clock_skew: Duration,
+    /// The settle time of the hub's default free-GPU verdict (`HostState.free_gpus`).
+    pub free_settle: Duration,
     /// An agent for this machine inside the hub (`[local_agent]`).
     pub local_agent: LocalAgent,
     /// Per-address connections, per-agent frame rate.
@@ -163,6 +165,7 @@ impl Default for HubConfig {
             http_head_timeout: Duration::from_secs(30),
             http_idle_timeout: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(300),
+            free_settle: hmonitor_common::free::DEFAULT_SETTLE,
             local_agent: LocalAgent::default(),
             limits: crate::limits::Limits::default(),
             pull_ca: None,
@@ -197,6 +200,7 @@ impl fmt::Debug for HubConfig {
             .field("http_head_timeout", &self.http_head_timeout)
             .field("http_idle_timeout", &self.http_idle_timeout)
             .field("max_clock_skew", &self.max_clock_skew)
+            .field("free_settle", &self.free_settle)
             .field("local_agent", &self.local_agent)
             .field("limits", &self.limits)
             .field("pull_ca", &self.pull_ca)

@@ -228,6 +228,10 @@ pub fn resolve(
             .max_clock_skew
             .or(f.max_clock_skew.as_ref().map(|v| v.0))
             .unwrap_or(d.max_clock_skew),
+        free_settle: args
+            .free_settle
+            .or(f.free_settle.as_ref().map(|v| v.0))
+            .unwrap_or(d.free_settle),
         browser_write_timeout: f
             .browser_write_timeout
             .as_ref()
