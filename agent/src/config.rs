@@ -24,6 +24,9 @@ pub enum ConfigError {
     TokenFile { path: PathBuf, reason: String },
 }
 
+/// Where the agent's CLI socket is unless told otherwise (the unit's RuntimeDirectory).
+pub const DEFAULT_SOCKET: &str = "/run/hmonitor/agent.sock";
+
 /// Name of the systemd credential the agent reads its token from (`LoadCredential=token:…`).
 pub const TOKEN_CREDENTIAL: &str = "token";
 use hmonitor_common::allow::Allowlist;
@@ -67,6 +70,19 @@ pub struct Args {
     /// [default: the systemd credential `token`, when the unit loads one].
     #[arg(long, env = "HMON_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// The socket `hmonitor free`, `wait`, `hold` and `status` talk to the running agent
+    /// through; `off` = none [default: $RUNTIME_DIRECTORY/agent.sock under systemd, else
+    /// /run/hmonitor/agent.sock].
+    #[arg(long, env = "HMON_SOCKET", value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+
+    /// systemd's runtime directory (RuntimeDirectory=), read from its environment.
+    #[arg(long, env = "RUNTIME_DIRECTORY", hide = true, value_name = "DIR")]
+    pub runtime_directory: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
 
     /// systemd's credentials directory (LoadCredential=), read from its environment.
     #[arg(long, env = "CREDENTIALS_DIRECTORY", hide = true, value_name = "DIR")]
@@ -204,7 +220,31 @@ impl Args {
             sampler,
             pull,
             push,
+            socket: self.agent_socket(),
         })
+    }
+
+    /// Where the running agent listens for the CLI: `--socket` (`off` or empty: nowhere),
+    /// else systemd's runtime directory, else [`DEFAULT_SOCKET`].
+    pub fn agent_socket(&self) -> Option<PathBuf> {
+        match &self.socket {
+            Some(p) if p.as_os_str().is_empty() || p.as_os_str() == "off" => None,
+            Some(p) => Some(p.clone()),
+            None => Some(
+                self.runtime_directory
+                    .as_ref()
+                    .and_then(|d| systemd_state_dir(Some(d.clone().into_os_string())))
+                    .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), |d| d.join("agent.sock")),
+            ),
+        }
+    }
+
+    /// Where the CLI finds the running agent: `--socket`, else [`DEFAULT_SOCKET`].
+    pub fn cli_socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 
     /// The token: `--token`/`HMON_TOKEN`, else the `--token-file`/`HMON_TOKEN_FILE` (which must

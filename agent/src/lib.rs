@@ -3,7 +3,9 @@
 //! `--once`).
 
 pub mod backlog;
+pub mod cli;
 pub mod config;
+pub mod coord;
 pub mod pull;
 pub mod push;
 pub mod report;

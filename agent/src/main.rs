@@ -12,15 +12,48 @@ use hmonitor_common::run::{self as cli, shutdown_signal};
 use hmonitor_sampler::Sampler;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Usage errors exit 1, not clap's 2: `hmonitor wait` exits 2 when it times out, and a
+    // job script must be able to tell the two apart.
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // A one-shot report keeps stderr for what went wrong.
-    let default_log = if args.once { "warn" } else { "info" };
+    let default_log = if args.once || args.command.is_some() {
+        "warn"
+    } else {
+        "info"
+    };
     cli::init_logging(args.log.as_deref().unwrap_or(default_log));
     // One thread is plenty: the sampling threads do the blocking work, the runtime only
     // answers readers. It also keeps the agent's footprint small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
+    if let Some(cmd) = args.command.clone() {
+        // A subcommand's exit code is its answer (1: nothing free, 2: a wait timed out).
+        let rt = match rt {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("hmonitor: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(hmonitor_agent::cli::run(&args, &cmd)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("hmonitor: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     cli::run_main("hmonitor", rt, run(args))
 }
 

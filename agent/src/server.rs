@@ -13,6 +13,12 @@ use hmonitor_common::run::Stop;
 use hmonitor_sampler::{Sampler, SamplerConfig};
 use tokio::net::TcpListener;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+
+use crate::coord::{socket, Coordinator};
 use crate::pull::{self, PullService};
 use crate::push::{PushConfig, PushError, Pusher};
 
@@ -32,6 +38,8 @@ pub struct AgentConfig {
     pub sampler: SamplerConfig,
     pub pull: Option<PullConfig>,
     pub push: Option<PushConfig>,
+    /// The CLI's socket (`hmonitor free`, `wait`, `hold`); none: off.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// Why the agent could not start or stopped with an error.
@@ -61,6 +69,7 @@ pub struct Server {
     pull: Option<(TcpListener, PullConfig)>,
     pull_addr: Option<SocketAddr>,
     pusher: Option<Pusher>,
+    coord: Option<(Arc<Coordinator>, UnixListener, PathBuf)>,
 }
 
 /// Checks the push configuration first (a bad token or missing CA store stops the agent at
@@ -73,7 +82,25 @@ pub async fn bind(cfg: AgentConfig) -> Result<Server, AgentError> {
     }
     let stale_after = cfg.sampler.stale_after;
     let pusher = cfg.push.map(Pusher::new).transpose()?;
+    let interval = cfg.sampler.interval;
     let sampler = Sampler::start(cfg.sampler).map_err(AgentError::Sampler)?;
+    let coord = cfg.socket.and_then(|path| match socket::bind(&path) {
+        Ok(listener) => {
+            let coord = Coordinator::new(&sampler.report_raw().id, interval);
+            let c = coord.clone();
+            sampler.set_annotate(Box::new(move |info| c.annotate(info)));
+            Some((coord, listener, path))
+        }
+        Err(e) => {
+            // The agent's reporting does not depend on it: say what is missing and go on.
+            tracing::warn!(
+                "{e}; `hmonitor free`/`wait` on this host will not be coordinated (set \
+                 --socket/HMON_SOCKET to a writable path, or run under the systemd unit, \
+                 whose RuntimeDirectory=hmonitor provides /run/hmonitor)"
+            );
+            None
+        }
+    });
     let (pull, pull_addr) = match cfg.pull {
         Some(p) => {
             sampler.ready(stale_after).await;
@@ -97,6 +124,7 @@ pub async fn bind(cfg: AgentConfig) -> Result<Server, AgentError> {
         pull,
         pull_addr,
         pusher,
+        coord,
     })
 }
 
@@ -122,6 +150,7 @@ impl Server {
             pull,
             pull_addr,
             pusher,
+            coord,
         } = self;
         let stop = Stop::after(shutdown);
         let pull = async {
@@ -141,13 +170,29 @@ impl Server {
             stop.stop();
             result
         };
+        let relay = pusher.as_ref().map(Pusher::relay);
+        let cli = async {
+            let Some((coord, listener, path)) = coord else {
+                return;
+            };
+            tracing::info!("CLI socket at {}", path.display());
+            let ctx = socket::Ctx {
+                coord: coord.clone(),
+                sampler: sampler.clone(),
+                relay,
+            };
+            tokio::select! {
+                () = socket::serve(listener, path, ctx, stop.wait()) => {}
+                () = coord.follow(sampler.clone()) => {}
+            }
+        };
         let push = async {
             if let Some(pusher) = pusher {
                 pusher.run(sampler.clone(), stop.wait()).await;
                 stop.stop();
             }
         };
-        let (pull_result, ()) = tokio::join!(pull, push);
+        let (pull_result, (), ()) = tokio::join!(pull, push, cli);
         // Also ends the task `Stop::after` started, when the stop came from inside.
         stop.stop();
         tracing::info!("stopped");

@@ -10,6 +10,7 @@ import { load, save, type Filters } from "./filters";
 import { Feed, Store, type Selection, type Thresholds } from "./model";
 import type { ToPage, ToWorker } from "./feed.worker";
 import { installHistory } from "./history";
+import { installFreeNow } from "./freenow";
 import { HostView, sparkFrame } from "./view";
 import { txt } from "./dom";
 
@@ -341,7 +342,7 @@ function summary() {
   }
   lastSummary = t;
   summaryDue = false;
-  let up = 0, down = 0, free = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
+  let up = 0, down = 0, free = 0, held = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
   const users = new Set<string>();
   const hostIds: string[] = [];
   for (const v of views.values()) {
@@ -351,6 +352,7 @@ function summary() {
     if (x.up) up++;
     else down++;
     free += x.free;
+    held += x.held;
     busy += x.busy;
     gpus += x.gpus;
     mem += x.memUsed;
@@ -370,7 +372,7 @@ function summary() {
   }
   const part = (k: string, text: string) => txt(s.querySelector(`[data-k="${k}"]`) as HTMLElement, text);
   part("hosts", `${up} host${up === 1 ? "" : "s"} up, ${down} down`);
-  part("gpus", `${free} GPUs free, ${busy} busy, ${gpus} total`);
+  part("gpus", `${free} GPUs free, ${held ? `${held} held, ` : ""}${busy} busy, ${gpus} total`);
   // No GPU reported its memory (no GPUs, no driver): unavailable, not "0 B / 0 B".
   part("mem", memT > 0 ? `GPU memory ${bytes(mem)} / ${bytes(memT)} in use` : "GPU memory n/a");
   part("users", `${users.size} active user${users.size === 1 ? "" : "s"}`);
@@ -421,6 +423,7 @@ function fromControls() {
   save(f);
   // Which hosts and GPUs the filters keep is worked out where the feed is decoded.
   refilter(selection(f), th);
+  freeNow.rethreshold();
   if (before !== f.view) setView();
   for (const id of store.hosts.keys()) store.dirty.add(id);
   for (const v of views.values()) v.drawn = v.factsFor = -1;
@@ -443,6 +446,7 @@ function setView() {
 
 toControls();
 setView();
+const freeNow = installFreeNow($("freenow"), () => th);
 installHistory(main);
 for (const e of [q, host, user, me, fmem, futil]) e.addEventListener("input", fromControls);
 for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromControls);

@@ -7,10 +7,10 @@
 import uPlot from "uplot";
 import { ErrorKind, HostStatus, type GPUInfo, type HostInfo, type ProcInfo } from "./gen/gpu_pb";
 import { attr, bar, cls, el, show, txt } from "./dom";
-import { ago, bytes, clockSkew, duration, NA, num, pct } from "./fmt";
+import { ago, bytes, clockSkew, duration, heldBy, NA, num, pct } from "./fmt";
 import type { View } from "./filters";
 import {
-  gpuState, stateOf, STATE_LABEL, type Facts, type GpuState, type HostRec, type Match, type Ring, type Thresholds,
+  gpuState, holdActive, stateOf, STATE_LABEL, type Facts, type GpuState, type HostRec, type Match, type Ring, type Thresholds,
 } from "./model";
 
 const STATUS_LABEL: Record<number, string> = {
@@ -115,6 +115,7 @@ class GpuView {
   private readonly sparkTd = el("td", "spark");
   private readonly procList = el("ul", "proclist");
   private readonly gpuErr = el("p", "gpuerr");
+  private readonly gpuHold = el("p", "gpuhold");
   private procKey = "";
   private readonly sparkImg = el("img", "sparkimg");
   sparkVersion = -1;
@@ -142,7 +143,7 @@ class GpuView {
     );
     const td = el("td");
     td.colSpan = 9;
-    td.append(this.gpuErr, this.procList);
+    td.append(this.gpuErr, this.gpuHold, this.procList);
     this.procsTr.append(td);
     this.procsTr.dataset.host = hostId;
     this.procsTr.dataset.gpu = String(index);
@@ -154,7 +155,8 @@ class GpuView {
     this.sparkTd.append(this.sparkImg);
   }
 
-  update(g: GPUInfo | undefined, up: boolean, th: Thresholds) {
+  /** `listed`: the hub lists this GPU among its host's free ones. */
+  update(g: GPUInfo | undefined, up: boolean, th: Thresholds, listed = false, now = Date.now()) {
     if (!g) {
       // Was reported before, missing now: the GPU fell off the bus.
       this.st = up ? "lost" : "down";
@@ -165,7 +167,7 @@ class GpuView {
       show(this.procsTr, false);
       return;
     }
-    this.st = gpuState(g, up, th);
+    this.st = gpuState(g, up, th, listed, now);
     cls(this.tr, `gpu s-${this.st}`);
     txt(this.idx, String(g.id));
     txt(this.name, g.name || NA);
@@ -174,6 +176,11 @@ class GpuView {
     // Why a GPU is lost or in error goes on its own line, under the row.
     txt(this.gpuErr, g.err);
     show(this.gpuErr, g.err !== "");
+    // Who holds it (advisory, `hmonitor wait` / `hold`) and for how long yet, likewise.
+    const held = up && holdActive(g.hold, now) && g.hold ? heldBy(g.hold, now) : "";
+    txt(this.gpuHold, held);
+    show(this.gpuHold, held !== "");
+    attr(this.state, "title", held);
     const used = num(g.memUsed), total = num(g.memTotal);
     bar(this.memBar, this.memFill, used !== undefined && total ? used / total : undefined);
     txt(this.memTxt, `${bytes(used)} / ${bytes(total)}`);
@@ -192,7 +199,7 @@ class GpuView {
         g.procs.forEach((p, k) => fillProc(lis[k], p));
       } else this.procList.replaceChildren(...g.procs.map((p) => fillProc(el("li", "proc"), p)));
     }
-    show(this.procsTr, g.procs.length > 0 || g.err !== "");
+    show(this.procsTr, g.procs.length > 0 || g.err !== "" || held !== "");
   }
 
   private sparkAt = 0;
@@ -371,6 +378,7 @@ export class HostView {
     // GPUs: keyed by index; one that disappears stays, shown as lost.
     const seenIdx = new Set<number>();
     const list = i?.gpus ?? [];
+    const listed = new Set(s.freeGpus);
     // Rows left from an older report: the whole card again, from this one.
     if (this.partOf !== r.version) this.nextGpu = 0;
     for (let k = 0; k < list.length; k++) {
@@ -390,7 +398,7 @@ export class HostView {
         this.gpus.set(g.id, gv);
         this.insertGpu(gv);
       }
-      gv.update(g, up, th);
+      gv.update(g, up, th, listed.has(g.id), now);
       const keep = this.m.gpus === null || this.m.gpus.has(g.id);
       show(gv.tr, keep);
       if (!keep) show(gv.procsTr, false);
@@ -418,8 +426,10 @@ export class HostView {
     txt(this.rStatus, STATUS_LABEL[s.status] ?? "unknown");
     txt(this.rAddr, s.addr);
     const gpus = s.info?.gpus ?? [];
-    const states = gpus.map((g) => gpuState(g, up, th));
-    const key = gpus.map((g, k) => `${g.id}:${states[k]}:${g.utilization ?? "-"}:${this.m.gpus === null || this.m.gpus.has(g.id)}`).join(",");
+    const listed = new Set(s.freeGpus);
+    const states = gpus.map((g) => gpuState(g, up, th, listed.has(g.id), now));
+    const holds = gpus.map((g, k) => (states[k] === "held" && g.hold ? heldBy(g.hold, now) : ""));
+    const key = gpus.map((g, k) => `${g.id}:${states[k]}:${g.utilization ?? "-"}:${holds[k]}:${this.m.gpus === null || this.m.gpus.has(g.id)}`).join(",");
     if (key !== this.chipKey) {
       this.chipKey = key;
       this.rChips.replaceChildren(
@@ -427,7 +437,7 @@ export class HostView {
           const c = el("span", `chip s-${states[k]}`, g.utilization === undefined ? NA : `${g.utilization}`);
           c.dataset.gpu = String(g.id);
           c.id = `chip-${this.id}-${g.id}`;
-          c.title = `GPU ${g.id} ${g.name}: ${STATE_LABEL[states[k]]}, ${pct(g.utilization)}, ${bytes(num(g.memUsed))} / ${bytes(num(g.memTotal))}`;
+          c.title = `GPU ${g.id} ${g.name}: ${holds[k] || STATE_LABEL[states[k]]}, ${pct(g.utilization)}, ${bytes(num(g.memUsed))} / ${bytes(num(g.memTotal))}`;
           if (!(this.m.gpus === null || this.m.gpus.has(g.id))) c.classList.add("dim");
           return c;
         }),

@@ -64,6 +64,10 @@ function hostState(r, id) {
       err: r.maybe(0.8) ? "" : r.pick(WORDS),
       warnings: r.maybe() ? ["power: not supported"] : [],
       procs,
+      hold: r.maybe(0.3)
+        ? { uid: r.maybe(0.9) ? r.int(70000) : -1 - r.int(5), username: r.maybe(0.8) ? r.pick(WORDS) : "",
+            sinceMs: BigInt(1795934604000 + r.int(1e6)), untilMs: r.maybe(0.9) ? BigInt(1795934604000 + r.int(1e7)) : 0n }
+        : undefined,
     });
   }
   return {
@@ -74,6 +78,8 @@ function hostState(r, id) {
     source: r.int(4),
     seq: BigInt(r.int(2 ** 31)) * BigInt(1 + r.int(1000)),
     intervalMs: 1000,
+    // The hub's verdict: any of the GPUs' ids (negative ones too), in any order.
+    freeGpus: gpus.filter(() => r.maybe()).map((g) => g.id).reverse(),
     info: r.maybe(0.9)
       ? {
           id,
@@ -112,13 +118,14 @@ function expected(e) {
   return {
     case: "host",
     value: drop({
-      id: s.id, status: s.status, lastSeenMs: Number(s.lastSeenMs), addr: s.addr, seq: Number(s.seq),
+      id: s.id, status: s.status, lastSeenMs: Number(s.lastSeenMs), addr: s.addr, seq: Number(s.seq), freeGpus: s.freeGpus,
       info: i && {
         hostname: i.hostname, ip: i.ip, timestampMs: Number(i.timestampMs),
         gpus: i.gpus.map((g) => drop({
           id: g.id, name: g.name, uuid: g.uuid, memUsed: n(g.memUsed), memTotal: n(g.memTotal),
           utilization: g.utilization, temp: g.temp, errKind: g.errKind,
           procs: g.procs.map((p) => drop({ username: p.username, basename: p.basename, container: p.container })),
+          hold: g.hold && { uid: g.hold.uid, username: g.hold.username, sinceMs: Number(g.hold.sinceMs), untilMs: Number(g.hold.untilMs) },
         })),
       },
     }),
@@ -160,10 +167,30 @@ test("fields the digest does not know are skipped, whatever their wire type", ()
     for (const g of msg.event.value.info.gpus) {
       g.$unknown = unknown;
       for (const p of g.procs) p.$unknown = unknown;
+      if (g.hold) g.hold.$unknown = unknown;
     }
   }
   const bytes = m.toBinary(m.LiveEventSchema, msg);
   assert.deepEqual(m.digest(bytes), expected(m.fromBinary(m.LiveEventSchema, bytes)));
+});
+
+test("free_gpus is read packed or one varint each, as protobuf allows", () => {
+  const r = rng(5);
+  const state = m.create(m.HostStateSchema, hostState(r, "unpacked"));
+  state.freeGpus = [2];
+  const packed = m.toBinary(m.HostStateSchema, state);
+  // Field 10 as plain varints after the packed run: 3, then -1 (a ten-byte varint).
+  const extra = [0x50, 0x03, 0x50, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+  const host = new Uint8Array([...packed, ...extra]);
+  const len = [];
+  for (let n = host.length; ; n >>>= 7) {
+    if (n < 0x80) { len.push(n); break; }
+    len.push((n & 0x7f) | 0x80);
+  }
+  const bytes = new Uint8Array([0x0a, ...len, ...host]);
+  const want = expected(m.fromBinary(m.LiveEventSchema, bytes));
+  assert.deepEqual(want.value.freeGpus, [2, 3, -1]);
+  assert.deepEqual(m.digest(bytes), want);
 });
 
 test("cut-short or corrupt bytes are refused with an error, never read past the end", () => {

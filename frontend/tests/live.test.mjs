@@ -1,5 +1,6 @@
 // The live page in a real browser (Debian's Chromium) against a real hub with real agents on
 // the NVML stand-in. The hub wants a viewer token, so every page is opened with `?token=`.
+// The hub calls an idle GPU free at once (`--free-settle 0`), not after watching it for 30 s.
 
 import assert from "node:assert/strict";
 import { statSync } from "node:fs";
@@ -54,7 +55,7 @@ describe("live page", () => {
   before(async () => {
     train = job("train-llm");
     notebook = job("jupyter-kern");
-    hub = await startHub();
+    hub = await startHub({ extra: ["--free-settle", "0"] });
     scA = new Scenario(alpha(train.pid));
     scB = new Scenario(beta(notebook.pid));
     scG = new Scenario({ no_driver: true });
@@ -168,12 +169,14 @@ describe("live page", () => {
     await page.check("#f-free");
     await until("the free GPU", async () => JSON.stringify(await gpuRows()) === '["alpha/1"]');
     assert.equal(param("free"), "1");
-    // 30 GiB and 100 %: alpha's busy GPU (20 GiB, 13 %) now counts as free; beta's hot one not.
+    // 30 GiB and 100 %: the page's thresholds only narrow the hub's verdict, so alpha's busy
+    // GPU (a process, 20 GiB, 13 %) stays in use, and beta's hot one too.
     await page.fill("#f-fmem", "30720");
     await page.fill("#f-futil", "100");
-    await until("two free GPUs", async () => JSON.stringify(await gpuRows()) === '["alpha/0","alpha/1"]');
-    assert.equal(param("fmem"), "30720");
-    assert.equal(param("futil"), "100");
+    await until("the thresholds in the URL", async () => param("fmem") === "30720" && param("futil") === "100");
+    await page.waitForTimeout(300);
+    assert.equal(JSON.stringify(await gpuRows()), '["alpha/1"]');
+    assert.equal(await text("#gpu-alpha-0 .state"), "in use");
     // A shared link opens the same view, for a lab member with their own token: the link itself
     // carries none.
     assert.equal(param("token"), null);
@@ -184,8 +187,12 @@ describe("live page", () => {
     await other.goto(page.url());
     await until("the shared view", async () =>
       JSON.stringify(await other.$$eval("tr.gpu", (rs) => rs.filter((r) => !r.hidden).map((r) => r.id))) ===
-      '["gpu-alpha-0","gpu-alpha-1"]');
+      '["gpu-alpha-1"]');
     await other.close();
+    // Narrower than the hub's: under 0 MiB in use, no GPU is free.
+    await page.fill("#f-fmem", "0");
+    await until("no free GPU", async () => (await cards()).length === 0);
+    assert.equal(await page.isVisible("#empty"), true);
     await page.fill("#f-fmem", "1024");
     await page.fill("#f-futil", "5");
     await page.uncheck("#f-free");

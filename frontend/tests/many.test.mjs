@@ -61,16 +61,20 @@ describe("a cluster larger than the screen", () => {
   });
 
   test("filters and thresholds apply to hosts never drawn", async () => {
-    // Thresholds no GPU of theirs can miss: every GPU is free, on every host.
+    // Thresholds no GPU of theirs can miss: they only narrow the hub's verdict (processes on
+    // every GPU), so still no GPU is free, and "only free GPUs" leaves no host, drawn or not.
     await open("free=1&fmem=1000000&futil=101");
-    await until("every GPU free", async () =>
-      (await summary()).includes(`${HOSTS * GPUS} GPUs free, 0 busy`) && (await cards()).length === HOSTS, 30000);
+    await until("no GPU free, no host shown", async () =>
+      (await summary()).includes(`${HOSTS} hosts up`) && (await summary()).includes(`0 GPUs free, ${HOSTS * GPUS} busy`) &&
+      (await cards()).length === 0, 30000);
+    assert.equal(await page.isVisible("#empty"), true);
+    await page.uncheck("#f-free");
+    await until("every host again", async () => (await cards()).length === HOSTS);
     // The search finds the last host, far below the screen before the filter.
     await page.fill("#f-q", `load-${HOSTS - 1}`);
     await until("only that host", async () => JSON.stringify(await cards()) === JSON.stringify([`load-${HOSTS - 1}`]));
     await until("its GPU rows drawn", async () => (await drawn())[`load-${HOSTS - 1}`]?.length === GPUS);
     await page.fill("#f-q", "");
-    await page.uncheck("#f-free");
     // fwang runs processes 5 and 13 of each host, both on GPU 1 (process p on GPU p mod 4).
     await page.fill("#f-user", "fwang");
     await until("every host, GPU 1 only", async () => {

@@ -74,6 +74,9 @@ type Part<T> = watch::Receiver<Option<Arc<Stamped<T>>>>;
 /// What the GPU thread publishes: a sample, or why NVML could not be used.
 pub type GpuPart = Result<GpuSample, (ErrorKind, String)>;
 
+/// Adds what the sampler does not know to every report (the agent's GPU holds).
+pub type Annotate = Box<dyn Fn(&mut HostInfo) + Send + Sync>;
+
 /// A handle on the running sampler threads; cheap to clone. The threads stop by themselves
 /// once every handle is dropped.
 #[derive(Clone)]
@@ -85,6 +88,7 @@ pub struct Sampler {
     started: Instant,
     stale_after: Duration,
     interval: Duration,
+    annotate: Arc<std::sync::OnceLock<Annotate>>,
 }
 
 impl Sampler {
@@ -147,7 +151,19 @@ impl Sampler {
             started: Instant::now(),
             stale_after: cfg.stale_after,
             interval,
+            annotate: Arc::default(),
         })
+    }
+
+    /// Sets what every later [`Sampler::report`] passes its report through (once; a second
+    /// call is ignored).
+    pub fn set_annotate(&self, f: Annotate) {
+        let _ = self.annotate.set(f);
+    }
+
+    /// The sampling interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Waits until every source has published once, or `deadline` has passed (a hung source
@@ -173,8 +189,17 @@ impl Sampler {
         }
     }
 
-    /// The latest report, assembled from the newest sample of each source.
+    /// The latest report, assembled from the newest sample of each source, annotated.
     pub fn report(&self) -> HostInfo {
+        let mut info = self.report_raw();
+        if let Some(f) = self.annotate.get() {
+            f(&mut info);
+        }
+        info
+    }
+
+    /// The latest report as sampled, without annotations.
+    pub fn report_raw(&self) -> HostInfo {
         let gpu = self.gpu.borrow().clone();
         let host = self.host.borrow().clone();
         let disks = self.disks.borrow().clone();

@@ -21,11 +21,13 @@
 mod backoff;
 mod conn;
 mod hub_log;
+mod relay;
 mod session;
 mod url;
 mod window;
 mod writer;
 
+pub use relay::{Relay, RelayError};
 pub use url::{HubList, HubUrl, DEFAULT_PATH};
 
 use std::future::Future;
@@ -113,6 +115,8 @@ struct Shared {
     insecure: bool,
     interval: Duration,
     host_key: Vec<u8>,
+    /// Cluster questions of the agent's users, for whichever connection is up.
+    relay: Arc<Relay>,
 }
 
 impl Pusher {
@@ -164,9 +168,15 @@ impl Pusher {
                 insecure: cfg.tls.insecure,
                 interval: cfg.interval,
                 host_key: cfg.host_key.map(|k| k.to_vec()).unwrap_or_default(),
+                relay: Relay::new(),
             }),
             first_sample_within: cfg.first_sample_within,
         })
+    }
+
+    /// Where the agent's users' cluster questions go.
+    pub fn relay(&self) -> Arc<Relay> {
+        self.shared.relay.clone()
     }
 
     /// Pushes to every hub until `shutdown` completes, then sends each connected hub a Close

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hmonitor_proto::{hub_message, HubMessage};
+use hmonitor_proto::{agent_message, hub_message, AgentMessage, ClusterQuery, HubMessage};
 use prost::Message as _;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, USER_AGENT};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Request, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::Connector;
 
 use super::backoff::Backoff;
@@ -50,7 +50,7 @@ const DEAD_FLOOR: Duration = Duration::from_secs(1);
 
 /// Largest frame accepted from a hub. Hub messages are a few bytes; a bigger one is a bug or an
 /// attack, and must not make the agent allocate.
-const MAX_HUB_MESSAGE: usize = 64 * 1024;
+const MAX_HUB_MESSAGE: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// How one connection attempt ended.
 pub(super) enum Ended {
@@ -197,6 +197,12 @@ pub(super) async fn session(
 
     let (interval_tx, interval_rx) = watch::channel(interval);
     let (close_tx, close_rx) = oneshot::channel();
+    // Relayed questions go out through the writer, which owns the socket.
+    let (extra_tx, extra_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let _connected = shared.relay.connected();
+    let mut pending: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>> =
+        std::collections::HashMap::new();
+    let mut next_query: u64 = 0;
     let counters = Arc::new(Counters::default());
     let inflight = Arc::new(InFlight::default());
     // The writer is a task of its own: a send blocked on a full socket must not stop this
@@ -210,6 +216,7 @@ pub(super) async fn session(
         counters.clone(),
         log.hub.clone(),
         backlog.clone().map(|b| Window::new(b, inflight.clone())),
+        extra_rx,
     ));
     let mut last_heard = Instant::now();
     let why = loop {
@@ -261,6 +268,11 @@ pub(super) async fn session(
                             inflight.acked(a.seq, b);
                         }
                     }
+                    Some(hub_message::Msg::Answer(a)) => {
+                        if let Some(tx) = pending.remove(&a.id) {
+                            let _ = tx.send(if a.error.is_empty() { Ok(a.json) } else { Err(a.error) });
+                        }
+                    }
                     Some(hub_message::Msg::Accepted(_)) => {
                         tracing::debug!("hub {} sent Accepted twice; ignored", log.hub);
                     }
@@ -270,6 +282,21 @@ pub(super) async fn session(
                     }
                     // A newer hub may send messages this agent does not know: skip them.
                     None => tracing::debug!("hub {} sent a message unknown here", log.hub),
+                }
+            }
+            asked = shared.relay.next() => {
+                let Some(asked) = asked else { continue };
+                next_query += 1;
+                let frame = AgentMessage {
+                    msg: Some(agent_message::Msg::Query(ClusterQuery {
+                        id: next_query,
+                        params: asked.params,
+                    })),
+                };
+                if extra_tx.try_send(Bytes::from(frame.encode_to_vec())).is_ok() {
+                    pending.insert(next_query, asked.answer);
+                } else {
+                    let _ = asked.answer.send(Err("the agent's connection is busy".into()));
                 }
             }
             () = sleep_until(last_heard + dead_after) => {
@@ -376,6 +403,7 @@ pub(super) async fn wait_accepted(stream: &mut SplitStream<Ws>) -> Result<Reply,
                 return Err(ConnError::OutOfOrder("SetInterval"))
             }
             Some(hub_message::Msg::Ack(_)) => return Err(ConnError::OutOfOrder("Ack")),
+            Some(hub_message::Msg::Answer(_)) => return Err(ConnError::OutOfOrder("Answer")),
             None => continue,
         }
     }

@@ -32,6 +32,7 @@ pub(super) async fn write_loop(
     counters: Arc<Counters>,
     hub: String,
     mut window: Option<Window>,
+    mut extra: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> WriteResult {
     let mut interval = *interval_rx.borrow_and_update();
     let mut ping = ping_timer(interval);
@@ -64,6 +65,9 @@ pub(super) async fn write_loop(
             }
             _ = ping.tick() => {
                 sink.send(Message::Ping(Bytes::new())).await?;
+            }
+            Some(frame) = extra.recv() => {
+                sink.send(Message::Binary(frame)).await?;
             }
             changed = samples.changed(), if !pending => {
                 changed.map_err(|_| ConnError::NoSamples)?;

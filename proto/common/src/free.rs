@@ -504,15 +504,24 @@ impl Query {
     }
 
     /// The query string [`Query::parse`] reads back (`caller` and `mine_ok` stay out: they
-    /// are the asker's, known only where the uid is).
+    /// are the asker's, known only where the uid is). Defaults are left out, so a hub applies
+    /// its own (its `free_settle`).
     pub fn to_query_string(&self) -> String {
         let c = &self.criteria;
-        let mut parts = vec![
-            format!("min_mem={}", c.min_mem),
-            format!("max_util={}", c.max_util),
-            format!("free_mem={}", c.free_mem),
-            format!("settle={}ms", c.settle.as_millis()),
-        ];
+        let d = Criteria::default();
+        let mut parts = Vec::new();
+        if c.min_mem != d.min_mem {
+            parts.push(format!("min_mem={}", c.min_mem));
+        }
+        if c.max_util != d.max_util {
+            parts.push(format!("max_util={}", c.max_util));
+        }
+        if c.free_mem != d.free_mem {
+            parts.push(format!("free_mem={}", c.free_mem));
+        }
+        if c.settle != d.settle {
+            parts.push(format!("settle={}ms", c.settle.as_millis()));
+        }
         let enc = |s: &str| {
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
                 .to_string()

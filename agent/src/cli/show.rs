@@ -1,0 +1,113 @@
+//! How the CLI prints GPUs: a table coloured like gpustat (colour only on a terminal, and
+//! never with `NO_COLOR` set), or JSON rows.
+
+use std::io::IsTerminal;
+
+use hmonitor_common::free::{human_bytes, GpuRow, State};
+
+/// Whether to colour what goes to stdout.
+pub fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+fn state_code(s: State) -> &'static str {
+    match s {
+        State::Free => "1;32",
+        State::Held => "1;35",
+        State::Busy | State::Settling => "1;33",
+        State::Unsuitable => "36",
+        State::Lost | State::Error => "1;31",
+        State::Unavailable | State::Down => "2",
+    }
+}
+
+fn held_text(row: &GpuRow, now_ms: u64) -> Option<String> {
+    let h = row.held_by.as_ref()?;
+    let who = if h.username.is_empty() {
+        format!("uid {}", h.uid)
+    } else {
+        h.username.clone()
+    };
+    let mins = h.until_ms.saturating_sub(now_ms).div_ceil(60_000);
+    Some(format!("held by {who} for {mins} min"))
+}
+
+/// One line per GPU: host, index, name, state, temperature and utilization, memory, users.
+pub fn table(rows: &[GpuRow], colour: bool, now_ms: u64) -> String {
+    let p = Paint(colour);
+    let host_w = rows.iter().map(|r| r.host.len()).max().unwrap_or(4);
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).min(28);
+    let mut out = String::new();
+    for r in rows {
+        let util = r.util.map_or_else(|| "  ? %".to_owned(), |u| format!("{u:>3} %"));
+        let temp = r.temp.map_or_else(|| "  ?°C".to_owned(), |t| format!("{t:>3}°C"));
+        let mem = match (r.mem_used, r.mem_total) {
+            (Some(u), Some(t)) => format!("{:>9} / {:<9}", human_bytes(u), human_bytes(t)),
+            _ => format!("{:>9} / {:<9}", "?", "?"),
+        };
+        let users: Vec<String> = r
+            .procs
+            .iter()
+            .map(|pr| {
+                let who = pr
+                    .user
+                    .clone()
+                    .or_else(|| pr.uid.map(|u| format!("uid {u}")))
+                    .unwrap_or_else(|| "?".into());
+                match pr.mem {
+                    Some(m) => format!("{who}({})", human_bytes(m).replace(' ', "")),
+                    None => who,
+                }
+            })
+            .collect();
+        let mut name = r.name.clone();
+        if name.len() > name_w {
+            let mut end = name_w;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            name.truncate(end);
+        }
+        let state = format!("{:<11}", r.state.as_str());
+        let mut note = users.join(" ");
+        if let Some(h) = held_text(r, now_ms) {
+            note = if note.is_empty() { h } else { format!("{h}  {note}") };
+        } else if note.is_empty() && !r.reason.is_empty() && !r.is_free() {
+            note = r.reason.clone();
+        }
+        out.push_str(&format!(
+            "{}  [{}] {}  {}  {}  {}  {}  {}\n",
+            p.wrap("1", &format!("{:<host_w$}", r.host)),
+            r.index,
+            p.wrap("34", &format!("{name:<name_w$}")),
+            p.wrap(state_code(r.state), &state),
+            p.wrap("31", &temp),
+            p.wrap("36", &util),
+            p.wrap("33", &mem),
+            note
+        ));
+    }
+    out
+}
+
+/// `CUDA_VISIBLE_DEVICES=<uuid>,<uuid>` for these GPUs.
+pub fn visible_devices(rows: &[GpuRow]) -> String {
+    let uuids: Vec<&str> = rows.iter().map(|r| r.uuid.as_str()).collect();
+    format!("CUDA_VISIBLE_DEVICES={}", uuids.join(","))
+}
+
+pub fn json(rows: &[GpuRow]) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(rows).map(|s| s + "\n")
+}

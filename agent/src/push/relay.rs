@@ -1,0 +1,88 @@
+//! Cluster questions the agent's users ask (`hmonitor status`, `free --anywhere`), relayed to
+//! a hub over a connection the agent holds already: users need no token of their own, and
+//! the hub sees them as asked by this enrolled host. Any accepted connection takes the next
+//! question; its answer comes back by id.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// Questions waiting for a connection at once; more are refused at once.
+const QUEUE: usize = 64;
+
+/// Why a relayed question got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("this agent does not push to a hub (HMON_HUB is not set)")]
+    NoHub,
+    #[error("this agent is not connected to its hub right now (see its log: journalctl -u hmonitor)")]
+    NotConnected,
+    #[error("the agent has too many questions for the hub queued; try again")]
+    Busy,
+    #[error("the hub did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the hub connection ended before the answer came")]
+    Lost,
+    #[error("the hub refused: {0}")]
+    Refused(String),
+}
+
+pub(super) struct Asked {
+    pub(super) params: String,
+    pub(super) answer: oneshot::Sender<Result<Vec<u8>, String>>,
+}
+
+pub struct Relay {
+    tx: mpsc::Sender<Asked>,
+    rx: Mutex<mpsc::Receiver<Asked>>,
+    connected: AtomicUsize,
+}
+
+impl Relay {
+    pub fn new() -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Arc::new(Self {
+            tx,
+            rx: Mutex::new(rx),
+            connected: AtomicUsize::new(0),
+        })
+    }
+
+    /// Asks the hub `GET /api/gpus?<params>`; the JSON body, or why not.
+    pub async fn ask(&self, params: String, within: Duration) -> Result<Vec<u8>, RelayError> {
+        if self.connected.load(Ordering::Relaxed) == 0 {
+            return Err(RelayError::NotConnected);
+        }
+        let (answer, rx) = oneshot::channel();
+        self.tx
+            .try_send(Asked { params, answer })
+            .map_err(|_| RelayError::Busy)?;
+        match tokio::time::timeout(within, rx).await {
+            Err(_) => Err(RelayError::Timeout(within)),
+            Ok(Err(_)) => Err(RelayError::Lost),
+            Ok(Ok(Err(why))) => Err(RelayError::Refused(why)),
+            Ok(Ok(Ok(body))) => Ok(body),
+        }
+    }
+
+    /// The next question, for an accepted connection to send (cancel-safe).
+    pub(super) async fn next(&self) -> Option<Asked> {
+        self.rx.lock().await.recv().await
+    }
+
+    /// Counts an accepted connection while the guard lives.
+    pub(super) fn connected(self: &Arc<Self>) -> ConnectedGuard {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        ConnectedGuard(self.clone())
+    }
+}
+
+pub(super) struct ConnectedGuard(Arc<Relay>);
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
