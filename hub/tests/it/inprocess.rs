@@ -107,6 +107,7 @@ async fn hub_and_agent_in_process_on_port_zero_with_an_awkward_token_then_both_s
             backlog_dir: None,
             host_key: None,
         }),
+        socket: None,
     })
     .await
     .expect("agent binds");

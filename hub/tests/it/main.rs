@@ -2,6 +2,7 @@
 //! NVML stand-in behind the agents, browser-like WebSocket clients. One test binary.
 
 mod deploy;
+mod free;
 mod fuzz;
 mod harness;
 mod history;
