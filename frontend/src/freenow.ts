@@ -203,7 +203,8 @@ export function installFreeNow(root: HTMLElement, thresholds: () => Thresholds):
       let r: Response;
       try {
         // The viewer's token goes as the page's cookie, as with every /api/ request of the page.
-        r = await fetch("api/gpus", { credentials: "same-origin", signal: AbortSignal.timeout(TIMEOUT_MS) });
+        // Only the rows the panel shows: free and held GPUs (not every GPU with its processes).
+        r = await fetch("api/gpus?state=free,held", { credentials: "same-origin", signal: AbortSignal.timeout(TIMEOUT_MS) });
       } catch {
         fail("Free GPUs unavailable: cannot reach the hub.");
         return;

@@ -365,16 +365,16 @@ impl Hub {
             entry.state.seq = seq;
             entry.recent.push(now, &info.gpus);
             let criteria = self.default_criteria();
-            let free_gpus = info
-                .gpus
-                .iter()
-                .filter(|g| {
-                    let verdict = free::judge(g, true, info.stale, Some(&entry.recent), now, &criteria);
-                    verdict.0 == free::State::Free
-                })
-                .map(|g| g.id)
-                .collect();
+            let (mut free_gpus, mut settling_gpus) = (Vec::new(), Vec::new());
+            for g in &info.gpus {
+                match free::judge(g, true, info.stale, Some(&entry.recent), now, &criteria).0 {
+                    free::State::Free => free_gpus.push(g.id),
+                    free::State::Settling => settling_gpus.push(g.id),
+                    _ => {}
+                }
+            }
             entry.state.free_gpus = free_gpus;
+            entry.state.settling_gpus = settling_gpus;
             entry.state.info = Some(info);
             let frame = encode_host_event(&entry.state, now_ms());
             entry.frame = frame.clone();
@@ -557,6 +557,7 @@ fn mark_down(entry: &mut Entry) -> Option<Bytes> {
     entry.state.status = HostStatus::Down as i32;
     // A host that does not report has no free GPU.
     entry.state.free_gpus.clear();
+    entry.state.settling_gpus.clear();
     // Browsers connecting later get the host greyed, with its last report.
     entry.frame = encode_host_event(&entry.state, now_ms());
     Some(encode_event(live_event::Event::Status(HostStatusChange {

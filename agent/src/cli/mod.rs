@@ -72,6 +72,7 @@ impl Want {
             host: None,
             user: None,
             count,
+            states: Vec::new(),
         }
     }
 }
@@ -214,6 +215,7 @@ pub async fn run(args: &Args, cmd: &Command) -> anyhow::Result<ExitCode> {
                 host: host.clone(),
                 user: user.clone(),
                 count: 0,
+                states: Vec::new(),
             };
             loop {
                 let rows = cluster(args, &socket, &q).await?;

@@ -80,6 +80,22 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 9] = [
+        State::Free,
+        State::Held,
+        State::Busy,
+        State::Settling,
+        State::Unsuitable,
+        State::Lost,
+        State::Error,
+        State::Unavailable,
+        State::Down,
+    ];
+
+    pub fn parse(name: &str) -> Option<State> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Free => "free",
@@ -460,6 +476,9 @@ pub struct Query {
     pub user: Option<String>,
     /// With `free_only`: only hosts with at least this many free GPUs.
     pub count: usize,
+    /// Only GPUs in one of these states (none: any), e.g. `state=free,held` for the page's
+    /// "Free now" panel.
+    pub states: Vec<State>,
 }
 
 /// The longest query string accepted.
@@ -495,6 +514,13 @@ impl Query {
                     out.count = v
                         .parse()
                         .map_err(|_| format!("count: {v:?} is not a number"))?
+                }
+                "state" => {
+                    for name in v.split(',').filter(|n| !n.is_empty()) {
+                        out.states.push(State::parse(name).ok_or_else(|| {
+                            format!("state: unknown state {name:?} (free, held, busy, settling, unsuitable, lost, error, unavailable, down)")
+                        })?);
+                    }
                 }
                 "token" => {} // the viewer gate's; not a criterion
                 other => return Err(format!("unknown parameter {other:?}")),
@@ -541,6 +567,10 @@ impl Query {
         if self.count > 0 {
             parts.push(format!("count={}", self.count));
         }
+        if !self.states.is_empty() {
+            let names: Vec<&str> = self.states.iter().map(|s| s.as_str()).collect();
+            parts.push(format!("state={}", names.join(",")));
+        }
         parts.join("&")
     }
 
@@ -556,6 +586,9 @@ impl Query {
             if !holds && !row.users.iter().any(|x| x == u) {
                 return false;
             }
+        }
+        if !self.states.is_empty() && !self.states.contains(&row.state) {
+            return false;
         }
         !self.free_only || row.is_free()
     }
@@ -764,6 +797,7 @@ mod tests {
             host: Some("gpu-0".into()),
             user: None,
             count: 2,
+            states: vec![State::Free, State::Held],
         };
         assert_eq!(Query::parse(&q.to_query_string()), Ok(q));
         for (bad, named) in [
@@ -772,6 +806,7 @@ mod tests {
             ("settle=11m", "11m"),
             ("colour=red", "colour"),
             ("count=-1", "-1"),
+            ("state=free,asleep", "asleep"),
         ] {
             let err = Query::parse(bad).expect_err(bad);
             assert!(err.contains(named), "{bad}: {err}");
