@@ -66,6 +66,8 @@ export interface HostDigest {
   info?: InfoDigest;
   /** The GPUs the hub judges free (by the one shared definition), by index. */
   freeGpus: number[];
+  /** The GPUs that would be free but have not been idle for the hub's settle time yet, by index. */
+  settlingGpus: number[];
 }
 
 export type EventDigest =
@@ -126,6 +128,7 @@ const N = {
     info: num(HostStateSchema, "info", "msg"),
     seq: num(HostStateSchema, "seq", "u64"),
     freeGpus: num(HostStateSchema, "freeGpus", "i32s"),
+    settlingGpus: num(HostStateSchema, "settlingGpus", "i32s"),
   },
   info: {
     gpus: num(HostInfoSchema, "gpus", "msgs"),
@@ -321,7 +324,7 @@ function info(w: Wire): InfoDigest {
 }
 
 function host(w: Wire): HostDigest {
-  const h: HostDigest = { id: "", status: HostStatus.UNSPECIFIED, lastSeenMs: 0, addr: "", seq: 0, freeGpus: [] };
+  const h: HostDigest = { id: "", status: HostStatus.UNSPECIFIED, lastSeenMs: 0, addr: "", seq: 0, freeGpus: [], settlingGpus: [] };
   while (w.pos < w.end) {
     const t = w.u32(), f = t >>> 3, wt = t & 7;
     if (wt === LEN && f === N.host.id) h.id = w.str();
@@ -335,6 +338,10 @@ function host(w: Wire): HostDigest {
     else if (wt === LEN && f === N.host.freeGpus) {
       const p = w.sub();
       while (p.pos < p.end) h.freeGpus.push(p.u32() | 0);
+    } else if (wt === VARINT && f === N.host.settlingGpus) h.settlingGpus.push(w.u32() | 0);
+    else if (wt === LEN && f === N.host.settlingGpus) {
+      const p = w.sub();
+      while (p.pos < p.end) h.settlingGpus.push(p.u32() | 0);
     } else w.skip(wt);
   }
   return h;

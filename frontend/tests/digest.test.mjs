@@ -80,6 +80,8 @@ function hostState(r, id) {
     intervalMs: 1000,
     // The hub's verdict: any of the GPUs' ids (negative ones too), in any order.
     freeGpus: gpus.filter(() => r.maybe()).map((g) => g.id).reverse(),
+    // Those that would be free but have not settled yet, likewise.
+    settlingGpus: gpus.filter(() => r.maybe(0.3)).map((g) => g.id).reverse(),
     info: r.maybe(0.9)
       ? {
           id,
@@ -119,6 +121,7 @@ function expected(e) {
     case: "host",
     value: drop({
       id: s.id, status: s.status, lastSeenMs: Number(s.lastSeenMs), addr: s.addr, seq: Number(s.seq), freeGpus: s.freeGpus,
+      settlingGpus: s.settlingGpus,
       info: i && {
         hostname: i.hostname, ip: i.ip, timestampMs: Number(i.timestampMs),
         gpus: i.gpus.map((g) => drop({
@@ -174,22 +177,52 @@ test("fields the digest does not know are skipped, whatever their wire type", ()
   assert.deepEqual(m.digest(bytes), expected(m.fromBinary(m.LiveEventSchema, bytes)));
 });
 
+/** A LiveEvent of one host (`host`, HostState bytes) with `extra` bytes after them. */
+function hostEvent(host, extra) {
+  const body = new Uint8Array([...host, ...extra]);
+  const len = [];
+  for (let n = body.length; ; n >>>= 7) {
+    if (n < 0x80) { len.push(n); break; }
+    len.push((n & 0x7f) | 0x80);
+  }
+  return new Uint8Array([0x0a, ...len, ...body]);
+}
+
+/** `field` as plain varints: 3, then -1 (a ten-byte varint). */
+function unpacked(field) {
+  const tag = field << 3;
+  return [tag, 0x03, tag, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+}
+
 test("free_gpus is read packed or one varint each, as protobuf allows", () => {
   const r = rng(5);
   const state = m.create(m.HostStateSchema, hostState(r, "unpacked"));
   state.freeGpus = [2];
+  state.settlingGpus = [];
   const packed = m.toBinary(m.HostStateSchema, state);
-  // Field 10 as plain varints after the packed run: 3, then -1 (a ten-byte varint).
-  const extra = [0x50, 0x03, 0x50, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-  const host = new Uint8Array([...packed, ...extra]);
-  const len = [];
-  for (let n = host.length; ; n >>>= 7) {
-    if (n < 0x80) { len.push(n); break; }
-    len.push((n & 0x7f) | 0x80);
-  }
-  const bytes = new Uint8Array([0x0a, ...len, ...host]);
+  // Field 10 as plain varints after the packed run.
+  const field = m.HostStateSchema.fields.find((f) => f.localName === "freeGpus").number;
+  assert.equal(field, 10);
+  const bytes = hostEvent(packed, unpacked(field));
   const want = expected(m.fromBinary(m.LiveEventSchema, bytes));
   assert.deepEqual(want.value.freeGpus, [2, 3, -1]);
+  assert.deepEqual(want.value.settlingGpus, []);
+  assert.deepEqual(m.digest(bytes), want);
+});
+
+test("settling_gpus is read packed or one varint each, apart from free_gpus", () => {
+  const r = rng(6);
+  const state = m.create(m.HostStateSchema, hostState(r, "settling"));
+  state.freeGpus = [0];
+  state.settlingGpus = [5];
+  const packed = m.toBinary(m.HostStateSchema, state);
+  // Field 11 as plain varints after the packed run.
+  const field = m.HostStateSchema.fields.find((f) => f.localName === "settlingGpus").number;
+  assert.equal(field, 11);
+  const bytes = hostEvent(packed, unpacked(field));
+  const want = expected(m.fromBinary(m.LiveEventSchema, bytes));
+  assert.deepEqual(want.value.settlingGpus, [5, 3, -1]);
+  assert.deepEqual(want.value.freeGpus, [0]);
   assert.deepEqual(m.digest(bytes), want);
 });
 

@@ -55,6 +55,7 @@ never() { # unit key…: no line may set the key
 common=(NoNewPrivileges=yes ProtectSystem=strict PrivateTmp=yes Restart=on-failure)
 need hmonitor-agent.service "${common[@]}" User=hmonitor ProtectHome=read-only \
   StateDirectory=hmonitor-agent EnvironmentFile=/etc/hmonitor/agent.env \
+  RuntimeDirectory=hmonitor RuntimeDirectoryMode=0755 \
   'DeviceAllow=/dev/nvidiactl rw' 'DeviceAllow=/dev/nvidia-uvm rw' 'DeviceAllow=char-nvidia* rw' \
   UMask=0077 MemoryDenyWriteExecute=yes SystemCallFilter=@system-service
 never hmonitor-agent.service PrivateDevices ProtectProc DynamicUser
