@@ -32,7 +32,7 @@ use crate::App;
 const BACKFILL_RATE_FACTOR: u32 = 20;
 
 /// Cluster queries one agent may relay per second (each one reads every host).
-const QUERIES_PER_SEC: u32 = 2;
+const QUERIES_PER_SEC: u32 = 4;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -22,6 +22,8 @@ use tokio::sync::oneshot;
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 /// Waiters queued at once (each is a connection).
 pub const MAX_WAITERS: usize = 256;
+/// Waiters one uid may have queued: one user's scripts cannot fill the queue for everyone.
+pub const MAX_WAITERS_PER_UID: usize = 32;
 
 /// One hold on one GPU.
 #[derive(Debug, Clone)]
@@ -64,6 +66,8 @@ pub enum CoordError {
     TooMany { asked: usize, have: usize },
     #[error("{0} callers are waiting already; try again later")]
     Busy(usize),
+    #[error("you have {0} waits queued already (at most {MAX_WAITERS_PER_UID} per user)")]
+    TooManyOwn(usize),
     #[error("no GPU {0:?} on this host (give an index or a UUID)")]
     NoSuchGpu(String),
     #[error("GPU {gpu} is not free: {why}")]
@@ -217,6 +221,10 @@ impl Coordinator {
         let mut inner = self.lock();
         if inner.waiters.len() >= MAX_WAITERS {
             return Err(CoordError::Busy(inner.waiters.len()));
+        }
+        let own = inner.waiters.iter().filter(|w| w.uid == uid).count();
+        if own >= MAX_WAITERS_PER_UID {
+            return Err(CoordError::TooManyOwn(own));
         }
         inner.next_id += 1;
         let id = inner.next_id;
@@ -413,3 +421,6 @@ fn with_holds(rows: Vec<GpuRow>, holds: &[Hold]) -> Vec<GpuRow> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
