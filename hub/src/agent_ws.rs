@@ -503,7 +503,9 @@ async fn stream(
                 } else {
                     ClusterAnswer {
                         id: q.id,
-                        error: format!("too many cluster queries (limit {QUERIES_PER_SEC}/s per host)"),
+                        error: format!(
+                            "too many cluster queries (limit {QUERIES_PER_SEC}/s per host)"
+                        ),
                         ..Default::default()
                     }
                 };
@@ -534,7 +536,7 @@ async fn relay_answer(app: &App, q: ClusterQuery) -> ClusterAnswer {
     match built {
         Ok(Ok(json)) => ClusterAnswer {
             id: q.id,
-            json: json.into(),
+            json,
             error: String::new(),
         },
         Ok(Err(error)) => ClusterAnswer {

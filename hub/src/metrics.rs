@@ -129,7 +129,10 @@ const HOST_GAUGES: &[(&str, &str)] = &[
         "gpu_held",
         "1 while someone holds the GPU through hmonitor wait/hold (advisory)",
     ),
-    ("gpu_held_remaining_seconds", "How long the GPU's hold lasts still"),
+    (
+        "gpu_held_remaining_seconds",
+        "How long the GPU's hold lasts still",
+    ),
 ];
 
 /// The hub's counters and gauges, and every host's readings, as OpenMetrics text.

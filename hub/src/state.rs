@@ -247,7 +247,10 @@ impl Hub {
         let mut rows: Vec<free::GpuRow> = Vec::new();
         for e in &self.hosts {
             let Some(info) = &e.state.info else { continue };
-            if q.host.as_ref().is_some_and(|h| !e.state.id.contains(h.as_str())) {
+            if q.host
+                .as_ref()
+                .is_some_and(|h| !e.state.id.contains(h.as_str()))
+            {
                 continue;
             }
             let up = e.state.status == HostStatus::Up as i32;

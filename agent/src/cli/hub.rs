@@ -73,7 +73,10 @@ pub fn target(hub_env: Option<String>) -> Result<Option<HubTarget>, String> {
     let Some(url) = hub_env.or(file.hub) else {
         return Ok(None);
     };
-    let token = match std::env::var("HMON_VIEWER_TOKEN").ok().filter(|t| !t.is_empty()) {
+    let token = match std::env::var("HMON_VIEWER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
         Some(t) => Some(t),
         None => match (file.viewer_token, file.viewer_token_file) {
             (Some(t), _) => Some(t),
@@ -91,9 +94,9 @@ pub fn target(hub_env: Option<String>) -> Result<Option<HubTarget>, String> {
 /// `ws://hub:5000/api/agent` or `https://hub:5000/` → `http(s)://hub:5000`.
 fn base_url(url: &str) -> Result<String, String> {
     let t = url.trim();
-    let (scheme, rest) = t
-        .split_once("://")
-        .ok_or_else(|| format!("hub URL {url:?} has no scheme (http://, https://, ws://, wss://)"))?;
+    let (scheme, rest) = t.split_once("://").ok_or_else(|| {
+        format!("hub URL {url:?} has no scheme (http://, https://, ws://, wss://)")
+    })?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "http",
         "https" | "wss" => "https",
@@ -124,8 +127,14 @@ async fn fetch(t: &HubTarget, url: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut req = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
-        .header(hyper::header::USER_AGENT, concat!("hmonitor/", env!("CARGO_PKG_VERSION")));
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("hmonitor/", env!("CARGO_PKG_VERSION")),
+        );
     if let Some(token) = &t.token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -211,7 +220,10 @@ mod tests {
             base_url("ws://hub:5000/api/agent").as_deref(),
             Ok("http://hub:5000")
         );
-        assert_eq!(base_url("https://lab.example/").as_deref(), Ok("https://lab.example"));
+        assert_eq!(
+            base_url("https://lab.example/").as_deref(),
+            Ok("https://lab.example")
+        );
         assert!(base_url("hub:5000").is_err_and(|e| e.contains("hub:5000")));
         assert!(base_url("ftp://hub").is_err_and(|e| e.contains("ftp")));
     }

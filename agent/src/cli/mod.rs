@@ -232,7 +232,11 @@ pub async fn run(args: &Args, cmd: &Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 // Clear the screen on a terminal; elsewhere one block per refresh.
-                let clear = if show::colour() { "\x1b[H\x1b[2J" } else { "\n" };
+                let clear = if show::colour() {
+                    "\x1b[H\x1b[2J"
+                } else {
+                    "\n"
+                };
                 print(&format!("{clear}{text}"))?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -319,7 +323,11 @@ async fn this_host(
             let mut rows = free::rows(&info.id, &info, true, None, now_ms(), &c);
             free::rank(&mut rows);
             rows.sort_by_key(|r| !r.is_free());
-            let note = if rows.is_empty() { info.err } else { String::new() };
+            let note = if rows.is_empty() {
+                info.err
+            } else {
+                String::new()
+            };
             Ok((rows, note))
         }
         Err(e) => Err(e.into()),
@@ -340,7 +348,10 @@ fn check_count(count: usize, rows: &[GpuRow], note: &str) -> anyhow::Result<()> 
         bail!("this host reports no GPU{why}{note}");
     }
     if count > rows.len() {
-        bail!("this host has {} GPUs; --count {count} can never be met", rows.len());
+        bail!(
+            "this host has {} GPUs; --count {count} can never be met",
+            rows.len()
+        );
     }
     Ok(())
 }
@@ -348,7 +359,13 @@ fn check_count(count: usize, rows: &[GpuRow], note: &str) -> anyhow::Result<()> 
 /// Why each GPU that is not free is not, for a caller who found too few.
 fn explain(rows: &[GpuRow]) {
     for r in rows.iter().filter(|r| !r.is_free()) {
-        eprintln!("  GPU {} ({}): {}: {}", r.index, r.uuid, r.state.as_str(), r.reason);
+        eprintln!(
+            "  GPU {} ({}): {}: {}",
+            r.index,
+            r.uuid,
+            r.state.as_str(),
+            r.reason
+        );
     }
 }
 
@@ -375,7 +392,11 @@ async fn free_cmd(
                     .take(count)
                     .cloned()
                     .collect();
-                print(&format!("{}: {}\n", best.host, show::visible_devices(&host)))?;
+                print(&format!(
+                    "{}: {}\n",
+                    best.host,
+                    show::visible_devices(&host)
+                ))?;
             }
         }
         if rows.is_empty() {
@@ -396,7 +417,10 @@ async fn free_cmd(
         }
     }
     if free.len() < count {
-        eprintln!("hmonitor: {} of the {count} GPU(s) asked for are free", free.len());
+        eprintln!(
+            "hmonitor: {} of the {count} GPU(s) asked for are free",
+            free.len()
+        );
         explain(&rows);
         return Ok(ExitCode::from(1));
     }
@@ -483,7 +507,11 @@ async fn wait_alone(
             let mut rows = free::rows(&info.id, &info, true, Some(&recent), now, &c);
             check_count(count, &rows, &info.err)?;
             free::rank(&mut rows);
-            let free: Vec<GpuRow> = rows.into_iter().filter(GpuRow::is_free).take(count).collect();
+            let free: Vec<GpuRow> = rows
+                .into_iter()
+                .filter(GpuRow::is_free)
+                .take(count)
+                .collect();
             if free.len() == count {
                 return start(&free, cmd);
             }
@@ -541,7 +569,11 @@ async fn wait_anywhere(
                 .take(count)
                 .cloned()
                 .collect();
-            print(&format!("{}: {}\n", best.host, show::visible_devices(&host)))?;
+            print(&format!(
+                "{}: {}\n",
+                best.host,
+                show::visible_devices(&host)
+            ))?;
             return Ok(ExitCode::SUCCESS);
         }
         // The hub has each host's latest frame; asking once per default interval follows it.
@@ -570,7 +602,9 @@ async fn cluster(args: &Args, socket: &Path, q: &Query) -> anyhow::Result<Vec<Gp
     .await;
     let body = match relayed {
         Ok(reply) => reply.body.into_bytes(),
-        Err(ClientError::Refused(why)) if why == crate::push::RelayError::NoHub.to_string() && cli_hub(args)?.is_none() => {
+        Err(ClientError::Refused(why))
+            if why == crate::push::RelayError::NoHub.to_string() && cli_hub(args)?.is_none() =>
+        {
             // An agent that pushes nowhere (pull API only): this host is all it knows.
             eprintln!("hmonitor: the agent here pushes to no hub: showing this host only");
             let want = Want {
@@ -586,19 +620,19 @@ async fn cluster(args: &Args, socket: &Path, q: &Query) -> anyhow::Result<Vec<Gp
             rows.sort_by_key(|r| r.index);
             return Ok(rows);
         }
-        Err(e) => {
-            match cli_hub(args)? {
-                Some(t) => hub::get(&t, &format!("/api/gpus?{params}"))
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-                None => bail!(
-                    "{e}; and no hub is configured for the CLI (set HMON_HUB and \
+        Err(e) => match cli_hub(args)? {
+            Some(t) => hub::get(&t, &format!("/api/gpus?{params}"))
+                .await
+                .map_err(anyhow::Error::msg)?,
+            None => bail!(
+                "{e}; and no hub is configured for the CLI (set HMON_HUB and \
                      HMON_VIEWER_TOKEN, or hub = \"http://…\" in {})",
-                    hub::config_path()
-                        .map_or_else(|| "~/.config/hmonitor/cli.toml".into(), |p| p.display().to_string())
-                ),
-            }
-        }
+                hub::config_path().map_or_else(
+                    || "~/.config/hmonitor/cli.toml".into(),
+                    |p| p.display().to_string()
+                )
+            ),
+        },
     };
     let answer: Answer =
         serde_json::from_slice(&body).context("the hub's answer is not the /api/gpus JSON")?;

@@ -51,8 +51,12 @@ pub fn table(rows: &[GpuRow], colour: bool, now_ms: u64) -> String {
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).min(28);
     let mut out = String::new();
     for r in rows {
-        let util = r.util.map_or_else(|| "  ? %".to_owned(), |u| format!("{u:>3} %"));
-        let temp = r.temp.map_or_else(|| "  ?°C".to_owned(), |t| format!("{t:>3}°C"));
+        let util = r
+            .util
+            .map_or_else(|| "  ? %".to_owned(), |u| format!("{u:>3} %"));
+        let temp = r
+            .temp
+            .map_or_else(|| "  ?°C".to_owned(), |t| format!("{t:>3}°C"));
         let mem = match (r.mem_used, r.mem_total) {
             (Some(u), Some(t)) => format!("{:>9} / {:<9}", human_bytes(u), human_bytes(t)),
             _ => format!("{:>9} / {:<9}", "?", "?"),
@@ -83,7 +87,11 @@ pub fn table(rows: &[GpuRow], colour: bool, now_ms: u64) -> String {
         let state = format!("{:<11}", r.state.as_str());
         let mut note = users.join(" ");
         if let Some(h) = held_text(r, now_ms) {
-            note = if note.is_empty() { h } else { format!("{h}  {note}") };
+            note = if note.is_empty() {
+                h
+            } else {
+                format!("{h}  {note}")
+            };
         } else if note.is_empty() && !r.reason.is_empty() && !r.is_free() {
             note = r.reason.clone();
         }

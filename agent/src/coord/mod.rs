@@ -78,6 +78,22 @@ pub enum CoordError {
     NotYours { gpu: i32, holder: String },
 }
 
+/// Who asks: the uid from the socket, and its name.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub uid: i32,
+    pub name: String,
+}
+
+impl Caller {
+    pub fn new(uid: i32, name: &str) -> Self {
+        Self {
+            uid,
+            name: name.to_owned(),
+        }
+    }
+}
+
 /// A queued wait: the grant arrives on `granted`.
 pub struct Ticket {
     pub id: u64,
@@ -210,8 +226,7 @@ impl Coordinator {
     pub fn wait(
         &self,
         info: &HostInfo,
-        uid: i32,
-        username: &str,
+        who: &Caller,
         count: usize,
         criteria: Criteria,
         hold: Duration,
@@ -222,6 +237,7 @@ impl Coordinator {
         if inner.waiters.len() >= MAX_WAITERS {
             return Err(CoordError::Busy(inner.waiters.len()));
         }
+        let (uid, username) = (who.uid, who.name.as_str());
         let own = inner.waiters.iter().filter(|w| w.uid == uid).count();
         if own >= MAX_WAITERS_PER_UID {
             return Err(CoordError::TooManyOwn(own));
@@ -271,8 +287,7 @@ impl Coordinator {
     pub fn hold(
         &self,
         info: &HostInfo,
-        uid: i32,
-        username: &str,
+        who: &Caller,
         named: &[String],
         count: usize,
         criteria: &Criteria,
@@ -308,7 +323,8 @@ impl Coordinator {
             }
             out
         };
-        let mut holds = make_holds(&chosen, info, uid, username, now, ms(hold.min(MAX_HOLD)));
+        let hold_ms = ms(hold.min(MAX_HOLD));
+        let mut holds = make_holds(&chosen, info, who.uid, &who.name, now, hold_ms);
         let rows = with_holds(chosen, &holds);
         inner.holds.append(&mut holds);
         Ok(rows)
@@ -316,7 +332,12 @@ impl Coordinator {
 
     /// `hmonitor release`: ends the caller's holds on the named GPUs (all of them when none
     /// is named). Only the holder (or root) may end a hold.
-    pub fn release(&self, info: &HostInfo, uid: i32, named: &[String]) -> Result<Vec<i32>, CoordError> {
+    pub fn release(
+        &self,
+        info: &HostInfo,
+        uid: i32,
+        named: &[String],
+    ) -> Result<Vec<i32>, CoordError> {
         let mut inner = self.lock();
         let mut ids: Vec<i32> = Vec::new();
         for name in named {

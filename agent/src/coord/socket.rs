@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use super::wire::{Reply, Request, MAX_REQUEST_BYTES};
-use super::Coordinator;
+use super::{Caller, Coordinator};
 use crate::push::{Relay, RelayError};
 
 /// Connections served at once; more are closed at once.
@@ -206,7 +206,7 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
                 let info = ctx.sampler.report_raw();
                 let name = username(uid_raw);
                 let hold = Duration::from_millis(hold_ms);
-                match coord.hold(&info, uid, &name, &gpus, count, &c, hold) {
+                match coord.hold(&info, &Caller::new(uid, &name), &gpus, count, &c, hold) {
                     Ok(rows) => {
                         tracing::info!("{name} (uid {uid}) holds {} GPU(s) by hand", rows.len());
                         ok(rows)
@@ -216,17 +216,15 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
             }
             Err(e) => Reply::error(e),
         },
-        Request::Release { gpus } => {
-            match coord.release(&ctx.sampler.report_raw(), uid, &gpus) {
-                Ok(released) => Reply {
-                    ok: true,
-                    host: host.clone(),
-                    released,
-                    ..Default::default()
-                },
-                Err(e) => Reply::error(e.to_string()),
-            }
-        }
+        Request::Release { gpus } => match coord.release(&ctx.sampler.report_raw(), uid, &gpus) {
+            Ok(released) => Reply {
+                ok: true,
+                host: host.clone(),
+                released,
+                ..Default::default()
+            },
+            Err(e) => Reply::error(e.to_string()),
+        },
         Request::Cluster { params } => match &ctx.relay {
             None => Reply::error(RelayError::NoHub.to_string()),
             Some(relay) => match relay.ask(params, RELAY_TIMEOUT).await {
@@ -278,7 +276,7 @@ async fn wait<R: AsyncRead + Unpin>(
     let name = username(u32::try_from(uid).unwrap_or(u32::MAX));
     let info = ctx.sampler.report_raw();
     let hold = Duration::from_millis(hold_ms);
-    let ticket = match coord.wait(&info, uid, &name, count, c, hold) {
+    let ticket = match coord.wait(&info, &Caller::new(uid, &name), count, c, hold) {
         Ok(t) => t,
         Err(e) => {
             write(w, &Reply::error(e.to_string())).await;
@@ -296,7 +294,10 @@ async fn wait<R: AsyncRead + Unpin>(
         return;
     };
     let gpus: Vec<String> = rows.iter().map(|g| g.index.to_string()).collect();
-    tracing::info!("{name} (uid {uid}) waited for and holds GPU(s) {}", gpus.join(","));
+    tracing::info!(
+        "{name} (uid {uid}) waited for and holds GPU(s) {}",
+        gpus.join(",")
+    );
     let reply = Reply {
         ok: true,
         host: coord.host().to_owned(),

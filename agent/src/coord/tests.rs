@@ -37,8 +37,12 @@ const TEN_MIN: Duration = Duration::from_secs(600);
 fn waiters_are_served_in_order_and_never_share_a_gpu() {
     let c = Coordinator::new("h", Duration::from_secs(1));
     let busy = host(&[(0, true), (1, true)]);
-    let mut a = c.wait(&busy, 1000, "alice", 1, now_only(), TEN_MIN).expect("a");
-    let mut b = c.wait(&busy, 1001, "bob", 1, now_only(), TEN_MIN).expect("b");
+    let mut a = c
+        .wait(&busy, &Caller::new(1000, "alice"), 1, now_only(), TEN_MIN)
+        .expect("a");
+    let mut b = c
+        .wait(&busy, &Caller::new(1001, "bob"), 1, now_only(), TEN_MIN)
+        .expect("b");
     assert!(a.granted.try_recv().is_err() && b.granted.try_recv().is_err());
     // One GPU frees: the first waiter gets it; the second still waits.
     c.on_sample(&host(&[(0, true), (1, false)]), now_ms());
@@ -55,13 +59,17 @@ fn waiters_are_served_in_order_and_never_share_a_gpu() {
 fn a_wait_that_goes_away_before_starting_releases_its_gpus() {
     let c = Coordinator::new("h", Duration::from_secs(1));
     let free = host(&[(0, false)]);
-    let mut a = c.wait(&free, 1000, "alice", 1, now_only(), TEN_MIN).expect("a");
+    let mut a = c
+        .wait(&free, &Caller::new(1000, "alice"), 1, now_only(), TEN_MIN)
+        .expect("a");
     assert!(a.granted.try_recv().is_ok());
     assert_eq!(c.holds(), [(0, 1000)]);
     assert_eq!(c.cancel(a.id), [0]);
     assert!(c.holds().is_empty());
     // Started: the hold stands after the connection ends.
-    let mut b = c.wait(&free, 1000, "alice", 1, now_only(), TEN_MIN).expect("b");
+    let mut b = c
+        .wait(&free, &Caller::new(1000, "alice"), 1, now_only(), TEN_MIN)
+        .expect("b");
     assert!(b.granted.try_recv().is_ok());
     c.started(b.id);
     assert!(c.cancel(b.id).is_empty());
@@ -72,11 +80,24 @@ fn a_wait_that_goes_away_before_starting_releases_its_gpus() {
 fn only_the_holder_or_root_releases_and_a_new_process_ends_the_hold() {
     let c = Coordinator::new("h", Duration::from_secs(1));
     let mut info = host(&[(0, false), (1, false)]);
-    c.hold(&info, 1000, "alice", &["0".into()], 1, &now_only(), TEN_MIN)
-        .expect("hold");
+    c.hold(
+        &info,
+        &Caller::new(1000, "alice"),
+        &["0".into()],
+        1,
+        &now_only(),
+        TEN_MIN,
+    )
+    .expect("hold");
     let err = c.release(&info, 1001, &["0".into()]).expect_err("bob");
-    assert_eq!(err.to_string(), "GPU 0 is held by alice (uid 1000), not by you");
-    assert_eq!(c.release(&info, 1001, &[]).expect("own: none"), Vec::<i32>::new());
+    assert_eq!(
+        err.to_string(),
+        "GPU 0 is held by alice (uid 1000), not by you"
+    );
+    assert_eq!(
+        c.release(&info, 1001, &[]).expect("own: none"),
+        Vec::<i32>::new()
+    );
     assert_eq!(c.holds(), [(0, 1000)]);
     // A process alice already had on GPU 1 when she held it is not the job starting.
     info.gpus[1].procs.push(ProcInfo {
@@ -90,8 +111,15 @@ fn only_the_holder_or_root_releases_and_a_new_process_ends_the_hold() {
         mine_ok: true,
         ..now_only()
     };
-    c.hold(&info, 1000, "alice", &["1".into()], 1, &mine, TEN_MIN)
-        .expect("hold 1");
+    c.hold(
+        &info,
+        &Caller::new(1000, "alice"),
+        &["1".into()],
+        1,
+        &mine,
+        TEN_MIN,
+    )
+    .expect("hold 1");
     c.on_sample(&info, now_ms());
     assert_eq!(c.holds().len(), 2);
     info.gpus[0].procs.push(ProcInfo {
@@ -110,15 +138,20 @@ fn one_user_cannot_fill_the_queue() {
     let c = Coordinator::new("h", Duration::from_secs(1));
     let busy = host(&[(0, true)]);
     let tickets: Vec<Ticket> = (0..MAX_WAITERS_PER_UID)
-        .map(|_| c.wait(&busy, 1000, "alice", 1, now_only(), TEN_MIN).expect("wait"))
+        .map(|_| {
+            c.wait(&busy, &Caller::new(1000, "alice"), 1, now_only(), TEN_MIN)
+                .expect("wait")
+        })
         .collect();
     assert!(matches!(
-        c.wait(&busy, 1000, "alice", 1, now_only(), TEN_MIN),
+        c.wait(&busy, &Caller::new(1000, "alice"), 1, now_only(), TEN_MIN),
         Err(CoordError::TooManyOwn(_))
     ));
-    assert!(c.wait(&busy, 1001, "bob", 1, now_only(), TEN_MIN).is_ok());
+    assert!(c
+        .wait(&busy, &Caller::new(1001, "bob"), 1, now_only(), TEN_MIN)
+        .is_ok());
     assert!(matches!(
-        c.wait(&busy, 1001, "bob", 3, now_only(), TEN_MIN),
+        c.wait(&busy, &Caller::new(1001, "bob"), 3, now_only(), TEN_MIN),
         Err(CoordError::TooMany { asked: 3, have: 1 })
     ));
     drop(tickets);

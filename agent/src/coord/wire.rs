@@ -46,7 +46,9 @@ pub enum Request {
         gpus: Vec<String>,
     },
     /// Relay `GET /api/gpus?<params>` to the hub over the agent's connection.
-    Cluster { params: String },
+    Cluster {
+        params: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

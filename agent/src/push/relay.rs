@@ -17,7 +17,9 @@ const QUEUE: usize = 64;
 pub enum RelayError {
     #[error("this agent does not push to a hub (HMON_HUB is not set)")]
     NoHub,
-    #[error("this agent is not connected to its hub right now (see its log: journalctl -u hmonitor)")]
+    #[error(
+        "this agent is not connected to its hub right now (see its log: journalctl -u hmonitor)"
+    )]
     NotConnected,
     #[error("the agent has too many questions for the hub queued; try again")]
     Busy,

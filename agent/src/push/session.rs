@@ -200,8 +200,10 @@ pub(super) async fn session(
     // Relayed questions go out through the writer, which owns the socket.
     let (extra_tx, extra_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let _connected = shared.relay.connected();
-    let mut pending: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>> =
-        std::collections::HashMap::new();
+    let mut pending: std::collections::HashMap<
+        u64,
+        tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+    > = std::collections::HashMap::new();
     let mut next_query: u64 = 0;
     let counters = Arc::new(Counters::default());
     let inflight = Arc::new(InFlight::default());

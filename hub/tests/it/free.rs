@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{agent_with, agent_bin, clean, eventually, Hub, HubOpts, Scenario};
+use crate::harness::{agent_bin, agent_with, clean, eventually, Hub, HubOpts, Scenario};
 use hmonitor_testkit::Children;
 
 const GIB: u64 = 1 << 30;
@@ -123,7 +123,8 @@ impl Host {
 
     /// Every GPU of host `id` as the hub's `/api/gpus` has it.
     fn hub_rows(&self, query: &str) -> Vec<Value> {
-        let (addr, path) = hmonitor_testkit::http::split_url(&self.hub.http(&format!("/api/gpus?{query}")));
+        let (addr, path) =
+            hmonitor_testkit::http::split_url(&self.hub.http(&format!("/api/gpus?{query}")));
         let reply = hmonitor_testkit::http::get(addr, &path, &[]);
         assert_eq!(reply.status, 200, "{}", reply.body);
         let v: Value = serde_json::from_str(&reply.body).expect("json");
@@ -193,9 +194,22 @@ fn free_lists_exactly_the_free_gpus_and_mine_ok_adds_the_callers() {
     let all = host.hub_rows("host=free-a");
     let states: Vec<(i64, &str)> = all
         .iter()
-        .map(|r| (r["index"].as_i64().unwrap_or(-1), r["state"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["index"].as_i64().unwrap_or(-1),
+                r["state"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
-    let expect = [(0, "free"), (1, "busy"), (2, "busy"), (3, "busy"), (4, "lost"), (5, "error"), (6, "held")];
+    let expect = [
+        (0, "free"),
+        (1, "busy"),
+        (2, "busy"),
+        (3, "busy"),
+        (4, "lost"),
+        (5, "error"),
+        (6, "held"),
+    ];
     assert_eq!(states, expect);
 
     // `status` through the agent's connection to the hub: no token of the user's own.
@@ -204,7 +218,10 @@ fn free_lists_exactly_the_free_gpus_and_mine_ok_adds_the_callers() {
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(rows.len(), 7);
     let held_row = rows.iter().find(|r| r["index"] == 6).expect("GPU 6");
-    assert_eq!(held_row["held_by"]["uid"], json!(nix::unistd::getuid().as_raw()));
+    assert_eq!(
+        held_row["held_by"]["uid"],
+        json!(nix::unistd::getuid().as_raw())
+    );
     // `free --anywhere` asks the hub the same way.
     let out = host.cli(&["free", "--anywhere", "--settle", "0", "--json"]);
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
@@ -217,19 +234,29 @@ fn wait_runs_its_command_on_the_gpus_that_become_free() {
     let host = Host::start("wait-a", &scenario(vec![gpu(0, busy), gpu(1, busy)]));
     let out_dir = tempfile::tempdir().expect("tempdir");
     let out = out_dir.path().join("ran");
-    let script = format!("echo \"$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" > {}", out.display());
+    let script = format!(
+        "echo \"$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" > {}",
+        out.display()
+    );
     let mut wait = host
         .cmd(&["wait", "--settle", "0", "--", "sh", "-c", &script])
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn wait");
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(wait.try_wait().expect("try_wait").is_none(), "nothing is free yet");
+    assert!(
+        wait.try_wait().expect("try_wait").is_none(),
+        "nothing is free yet"
+    );
     assert!(!out.exists());
     let freed = Instant::now();
-    host.scenario.write(&scenario(vec![gpu(0, busy), gpu(1, |_| {})]));
+    host.scenario
+        .write(&scenario(vec![gpu(0, busy), gpu(1, |_| {})]));
     let status = wait_exit(&mut wait, Duration::from_secs(10)).expect("wait ends");
-    eprintln!("wait's command ran {:?} after the GPU was freed", freed.elapsed());
+    eprintln!(
+        "wait's command ran {:?} after the GPU was freed",
+        freed.elapsed()
+    );
     assert!(status.success());
     let ran = std::fs::read_to_string(&out).expect("the command ran");
     assert_eq!(ran.trim(), format!("{} PCI_BUS_ID", uuid(1)));
@@ -266,8 +293,11 @@ fn two_waits_never_get_the_same_gpu() {
     host.cli(&["release"]);
 
     // One free GPU, two waits: one gets it, the other waits for the next.
-    host.scenario.write(&scenario(vec![gpu(0, |_| {}), gpu(1, busy)]));
-    eventually(Duration::from_secs(10), || (host.free(&[]) == [uuid(0)]).then_some(()));
+    host.scenario
+        .write(&scenario(vec![gpu(0, |_| {}), gpu(1, busy)]));
+    eventually(Duration::from_secs(10), || {
+        (host.free(&[]) == [uuid(0)]).then_some(())
+    });
     let (mut a, mut b) = (wait_line(&host), wait_line(&host));
     let first = eventually(Duration::from_secs(10), || {
         if a.try_wait().expect("try_wait").is_some() {
@@ -281,10 +311,17 @@ fn two_waits_never_get_the_same_gpu() {
     let (done, mut waiting) = if first { (a, b) } else { (b, a) };
     assert_eq!(line_of(done), format!("CUDA_VISIBLE_DEVICES={}", uuid(0)));
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(waiting.try_wait().expect("try_wait").is_none(), "the second waits");
-    host.scenario.write(&scenario(vec![gpu(0, |_| {}), gpu(1, |_| {})]));
+    assert!(
+        waiting.try_wait().expect("try_wait").is_none(),
+        "the second waits"
+    );
+    host.scenario
+        .write(&scenario(vec![gpu(0, |_| {}), gpu(1, |_| {})]));
     assert!(wait_exit(&mut waiting, Duration::from_secs(10)).is_some());
-    assert_eq!(line_of(waiting), format!("CUDA_VISIBLE_DEVICES={}", uuid(1)));
+    assert_eq!(
+        line_of(waiting),
+        format!("CUDA_VISIBLE_DEVICES={}", uuid(1))
+    );
 }
 
 #[test]
@@ -293,7 +330,9 @@ fn a_hold_expires_and_ends_when_the_holders_job_appears() {
     let o = host.cli(&["hold", "--settle", "0", "--hold", "1s", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(host.free(&[]), [uuid(1)]);
-    eventually(Duration::from_secs(10), || (host.free(&[]).len() == 2).then_some(()));
+    eventually(Duration::from_secs(10), || {
+        (host.free(&[]).len() == 2).then_some(())
+    });
 
     let o = host.cli(&["hold", "--settle", "0", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -305,8 +344,10 @@ fn a_hold_expires_and_ends_when_the_holders_job_appears() {
     eventually(Duration::from_secs(10), || held(&host).then_some(()));
     // The holder's job starts on GPU 1: the hold has done its work.
     let job = Children::spawn(1);
-    host.scenario
-        .write(&scenario(vec![gpu(0, |_| {}), gpu(1, with_proc(job.pids()[0]))]));
+    host.scenario.write(&scenario(vec![
+        gpu(0, |_| {}),
+        gpu(1, with_proc(job.pids()[0])),
+    ]));
     eventually(Duration::from_secs(10), || (!held(&host)).then_some(()));
 }
 
@@ -344,7 +385,11 @@ fn another_user_cannot_release_a_hold_nor_use_a_closed_socket() {
     };
     let o = as_nobody(&["release", "0"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("held by root (uid 0), not by you"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("held by root (uid 0), not by you"),
+        "{}",
+        stderr(&o)
+    );
     assert!(host.free(&[]).is_empty(), "the hold stands");
     // Releasing nothing of one's own is no error, and ends nobody else's hold.
     let o = as_nobody(&["release"]);
@@ -357,7 +402,10 @@ fn another_user_cannot_release_a_hold_nor_use_a_closed_socket() {
     let o = as_nobody(&["hold", "0"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("permission denied") && err.contains("agent.sock"), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("agent.sock"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -373,10 +421,15 @@ fn ctrl_c_ends_a_wait_and_holds_nothing() {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(wait.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let mut wait = wait;
-    assert!(wait_exit(&mut wait, Duration::from_secs(5)).is_some(), "Ctrl-C ends wait");
+    assert!(
+        wait_exit(&mut wait, Duration::from_secs(5)).is_some(),
+        "Ctrl-C ends wait"
+    );
     host.scenario.write(&scenario(vec![gpu(0, |_| {})]));
     // Freed after the wait was gone: free, held by nobody, on the agent and on the hub.
-    eventually(Duration::from_secs(10), || (host.free(&[]) == [uuid(0)]).then_some(()));
+    eventually(Duration::from_secs(10), || {
+        (host.free(&[]) == [uuid(0)]).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(host.free(&[]), [uuid(0)]);
     let rows = host.hub_rows("host=intr-a");
@@ -393,9 +446,17 @@ fn bad_input_and_unreachable_parts_are_named() {
     assert!(stderr(&o).contains("\"soon\""), "{}", stderr(&o));
     let o = host.cli(&["wait", "--count", "3", "--timeout", "1m"]);
     assert_eq!(o.status.code(), Some(1), "fails at once, does not wait");
-    assert!(stderr(&o).contains("1 GPUs; 3 were asked for"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 GPUs; 3 were asked for"),
+        "{}",
+        stderr(&o)
+    );
     let o = host.cli(&["free", "--count", "3", "--settle", "0"]);
-    assert!(stderr(&o).contains("--count 3 can never be met"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--count 3 can never be met"),
+        "{}",
+        stderr(&o)
+    );
 
     // No agent at the socket: holds need one, and the path is named.
     let o = clean(Command::new(agent_bin()))
@@ -403,7 +464,11 @@ fn bad_input_and_unreachable_parts_are_named() {
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("/nonexistent/agent.sock"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/agent.sock"),
+        "{}",
+        stderr(&o)
+    );
     // A hub that does not answer: its URL and why.
     let o = clean(Command::new(agent_bin()))
         .args(["status", "--socket", "/nonexistent/agent.sock"])
@@ -412,7 +477,10 @@ fn bad_input_and_unreachable_parts_are_named() {
         .expect("run");
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("http://127.0.0.1:9") && err.contains("refused"), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:9") && err.contains("refused"),
+        "{err}"
+    );
 }
 
 /// 60 hosts of 8 GPUs each, sent by raw agents: `hmonitor status --json` straight from the

@@ -192,7 +192,9 @@ const MAX_TRACKED: usize = hmonitor_proto::limits::MAX_GPUS;
 impl Recent {
     /// A ring of buckets `width` wide (at least 100 ms) covering [`MAX_SETTLE`].
     pub fn new(width: Duration) -> Self {
-        let width_ms = u64::try_from(width.as_millis()).unwrap_or(u64::MAX).max(100);
+        let width_ms = u64::try_from(width.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(100);
         let span = u64::try_from(MAX_SETTLE.as_millis()).unwrap_or(u64::MAX);
         let cap = usize::try_from(span / width_ms + 2).unwrap_or(usize::MAX);
         Self {
@@ -489,7 +491,10 @@ impl Query {
     /// &free=1&count=2`; an unknown key or a bad value is an error naming it.
     pub fn parse(q: &str) -> Result<Self, String> {
         if q.len() > MAX_QUERY_BYTES {
-            return Err(format!("query is {} bytes (limit {MAX_QUERY_BYTES})", q.len()));
+            return Err(format!(
+                "query is {} bytes (limit {MAX_QUERY_BYTES})",
+                q.len()
+            ));
         }
         let mut out = Query::default();
         for pair in q.split('&').filter(|p| !p.is_empty()) {
@@ -501,9 +506,7 @@ impl Query {
             let c = &mut out.criteria;
             match k {
                 "min_mem" => c.min_mem = parse_bytes(&v).map_err(|e| format!("min_mem: {e}"))?,
-                "free_mem" => {
-                    c.free_mem = parse_bytes(&v).map_err(|e| format!("free_mem: {e}"))?
-                }
+                "free_mem" => c.free_mem = parse_bytes(&v).map_err(|e| format!("free_mem: {e}"))?,
                 "max_util" => c.max_util = parse_percent(&v)?,
                 "settle" => c.settle = parse_settle(&v)?,
                 "model" => c.model = Some(v).filter(|m| !m.is_empty()),
@@ -549,8 +552,7 @@ impl Query {
             parts.push(format!("settle={}ms", c.settle.as_millis()));
         }
         let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         if let Some(m) = &c.model {
             parts.push(format!("model={}", enc(m)));
@@ -697,9 +699,14 @@ mod tests {
             until_ms: now + 240_000,
         });
         let (s, why) = judge(&held, true, false, Some(&recent), now, &c);
-        assert_eq!((s, why.as_str()), (State::Held, "held by alice for 4 more min"));
+        assert_eq!(
+            (s, why.as_str()),
+            (State::Held, "held by alice for 4 more min")
+        );
         // An expired hold holds nothing.
-        held.hold.as_mut().map(|h| h.until_ms = now - 1);
+        if let Some(h) = held.hold.as_mut() {
+            h.until_ms = now - 1;
+        }
         assert_eq!(state(&held, true), State::Free);
         // The caller's own process and memory, with mine_ok.
         let mine = Criteria {
@@ -709,7 +716,10 @@ mod tests {
         };
         let mut own = gpu(0, 10 * GIB, 90);
         own.procs.push(proc_of(1000, "alice", 10 * GIB));
-        assert_eq!(judge(&own, true, false, Some(&recent), now, &c).0, State::Busy);
+        assert_eq!(
+            judge(&own, true, false, Some(&recent), now, &c).0,
+            State::Busy
+        );
         assert_eq!(
             judge(&own, true, false, Some(&recent), now, &mine).0,
             State::Free
