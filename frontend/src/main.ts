@@ -342,7 +342,7 @@ function summary() {
   }
   lastSummary = t;
   summaryDue = false;
-  let up = 0, down = 0, free = 0, held = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
+  let up = 0, down = 0, free = 0, settling = 0, held = 0, busy = 0, gpus = 0, mem = 0, memT = 0;
   const users = new Set<string>();
   const hostIds: string[] = [];
   for (const v of views.values()) {
@@ -352,6 +352,7 @@ function summary() {
     if (x.up) up++;
     else down++;
     free += x.free;
+    settling += x.settling;
     held += x.held;
     busy += x.busy;
     gpus += x.gpus;
@@ -372,7 +373,8 @@ function summary() {
   }
   const part = (k: string, text: string) => txt(s.querySelector(`[data-k="${k}"]`) as HTMLElement, text);
   part("hosts", `${up} host${up === 1 ? "" : "s"} up, ${down} down`);
-  part("gpus", `${free} GPUs free, ${held ? `${held} held, ` : ""}${busy} busy, ${gpus} total`);
+  // Settling (idle, not for the hub's whole settle time yet) is not free: said apart, when any.
+  part("gpus", `${free} GPUs free, ${settling ? `${settling} settling, ` : ""}${held ? `${held} held, ` : ""}${busy} busy, ${gpus} total`);
   // No GPU reported its memory (no GPUs, no driver): unavailable, not "0 B / 0 B".
   part("mem", memT > 0 ? `GPU memory ${bytes(mem)} / ${bytes(memT)} in use` : "GPU memory n/a");
   part("users", `${users.size} active user${users.size === 1 ? "" : "s"}`);

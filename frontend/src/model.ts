@@ -45,11 +45,28 @@ export class Ring {
   }
 }
 
-export type GpuState = "free" | "held" | "busy" | "hot" | "lost" | "error" | "unknown" | "down";
+export type GpuState = "free" | "settling" | "held" | "busy" | "hot" | "lost" | "error" | "unknown" | "down";
+
+/**
+ * The hub's verdict on one GPU: listed in its host's `free_gpus` ("free"), in its
+ * `settling_gpus` ("settling": free by the definition but not idle for the hub's whole settle
+ * time yet), or in neither (undefined).
+ */
+export type Verdict = "free" | "settling" | undefined;
+
+/** A host's verdicts, GPU index → the hub's word on it. */
+export function verdicts(s: { freeGpus: readonly number[]; settlingGpus: readonly number[] }): Map<number, Verdict> {
+  const v = new Map<number, Verdict>();
+  for (const id of s.settlingGpus) v.set(id, "settling");
+  // A GPU in both lists (no hub sends that) counts as free: the hub's own answer to "is it free".
+  for (const id of s.freeGpus) v.set(id, "free");
+  return v;
+}
 
 /**
  * The page's own thresholds. They can only narrow the hub's verdict (`HostState.free_gpus`):
- * a GPU the hub does not list as free is never free on the page, whatever they say.
+ * a GPU the hub does not list as free is never free on the page, whatever they say (one it lists
+ * as settling, `HostState.settling_gpus`, is at most settling).
  */
 export interface Thresholds {
   /** MiB of memory in use under which a GPU may count as free. */
@@ -73,23 +90,28 @@ export function holdActive(h: { untilMs: bigint | number } | undefined, now: num
 }
 
 /**
- * A GPU's state on the page. `listed`: the hub lists it in its host's `free_gpus` (no compute
- * process, under 1 GiB in use, idle for the hub's settle time, not held, readable); only such a
- * GPU can be free here, and only when it passes the page's thresholds too.
+ * A GPU's state on the page. `verdict`: "free" when the hub lists it in its host's `free_gpus`
+ * (no compute process, under 1 GiB in use, idle for the hub's settle time, not held, readable);
+ * only such a GPU can be free here, and only when it passes the page's thresholds too.
+ * "settling" when the hub lists it in `settling_gpus` (all of that but not idle for the whole
+ * settle time yet: a job just ended, or the hub just started watching): shown as settling when it
+ * passes the page's thresholds, as in use when it does not (it would not be free here either).
  */
-export function gpuState(g: GpuFigures, up: boolean, th: Thresholds, listed: boolean, now = Date.now()): GpuState {
+export function gpuState(g: GpuFigures, up: boolean, th: Thresholds, verdict: Verdict, now = Date.now()): GpuState {
   if (!up) return "down";
   if (g.errKind === ErrorKind.LOST) return "lost";
   if (g.errKind !== ErrorKind.NONE) return "error";
   if (holdActive(g.hold, now)) return "held";
   if (g.temp !== undefined && g.temp >= HOT_C) return "hot";
   if (g.memUsed === undefined || g.utilization === undefined) return "unknown";
-  const free = listed && Number(g.memUsed) < th.memMiB * 1024 * 1024 && g.utilization <= th.util;
-  return free ? "free" : "busy";
+  const passes = Number(g.memUsed) < th.memMiB * 1024 * 1024 && g.utilization <= th.util;
+  if (!passes || verdict === undefined) return "busy";
+  return verdict;
 }
 
 export const STATE_LABEL: Record<GpuState, string> = {
   free: "free",
+  settling: "settling",
   held: "held",
   busy: "in use",
   hot: "hot",
@@ -99,10 +121,17 @@ export const STATE_LABEL: Record<GpuState, string> = {
   down: "host down",
 };
 
+/** What a state's label means, for its tooltip (where the state itself says nothing more). */
+export const STATE_TITLE: Partial<Record<GpuState, string>> = {
+  settling: "idle, free once idle for the hub's settle time",
+};
+
 /** Per-host figures for the summary, sorting and filtering; recomputed on each change. */
 export interface Facts {
   up: boolean;
   free: number;
+  /** Not free (yet): idle, but not for the hub's whole settle time. */
+  settling: number;
   held: number;
   busy: number;
   gpus: number;
@@ -152,12 +181,12 @@ export function match(s: HostDigest, f: Selection, th: Thresholds): Match {
   const hostHit = q !== "" && hostText(s).includes(q);
   if (!users.length && !f.free && (!q || hostHit)) return { host: true, gpus: null };
   const keep = new Set<number>();
-  const listed = new Set(s.freeGpus), now = Date.now();
+  const verdict = verdicts(s), now = Date.now();
   for (const g of s.info?.gpus ?? []) {
     // A user's GPUs: those they run a process on, and those they hold (as the hub's `user=`).
     const holder = holdActive(g.hold, now) ? g.hold?.username : undefined;
     if (users.length && !users.every((u) => holder === u || g.procs.some((p) => p.username === u))) continue;
-    if (f.free && gpuState(g, up, th, listed.has(g.id), now) !== "free") continue;
+    if (f.free && gpuState(g, up, th, verdict.get(g.id), now) !== "free") continue;
     if (q && !hostHit && !gpuText(g).includes(q)) continue;
     keep.add(g.id);
   }
@@ -166,12 +195,13 @@ export function match(s: HostDigest, f: Selection, th: Thresholds): Match {
 
 export function facts(s: HostDigest, th: Thresholds): Facts {
   const up = s.status === HostStatus.UP;
-  const f: Facts = { up, free: 0, held: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
-  const listed = new Set(s.freeGpus), now = Date.now();
+  const f: Facts = { up, free: 0, settling: 0, held: 0, busy: 0, gpus: 0, utilSum: 0, utilN: 0, memUsed: 0, memTotal: 0, users: new Set() };
+  const verdict = verdicts(s), now = Date.now();
   for (const g of s.info?.gpus ?? []) {
     f.gpus++;
-    const st = gpuState(g, up, th, listed.has(g.id), now);
+    const st = gpuState(g, up, th, verdict.get(g.id), now);
     if (st === "free") f.free++;
+    else if (st === "settling") f.settling++;
     else if (st === "held") f.held++;
     else if (st === "busy" || st === "hot") f.busy++;
     if (!up) continue;

@@ -10,7 +10,8 @@ import { attr, bar, cls, el, show, txt } from "./dom";
 import { ago, bytes, clockSkew, duration, heldBy, NA, num, pct } from "./fmt";
 import type { View } from "./filters";
 import {
-  gpuState, holdActive, stateOf, STATE_LABEL, type Facts, type GpuState, type HostRec, type Match, type Ring, type Thresholds,
+  gpuState, holdActive, stateOf, STATE_LABEL, STATE_TITLE, verdicts, type Facts, type GpuState, type HostRec, type Match, type Ring,
+  type Thresholds, type Verdict,
 } from "./model";
 
 const STATUS_LABEL: Record<number, string> = {
@@ -155,8 +156,8 @@ class GpuView {
     this.sparkTd.append(this.sparkImg);
   }
 
-  /** `listed`: the hub lists this GPU among its host's free ones. */
-  update(g: GPUInfo | undefined, up: boolean, th: Thresholds, listed = false, now = Date.now()) {
+  /** `verdict`: whether the hub lists this GPU among its host's free or settling ones. */
+  update(g: GPUInfo | undefined, up: boolean, th: Thresholds, verdict: Verdict = undefined, now = Date.now()) {
     if (!g) {
       // Was reported before, missing now: the GPU fell off the bus.
       this.st = up ? "lost" : "down";
@@ -167,7 +168,7 @@ class GpuView {
       show(this.procsTr, false);
       return;
     }
-    this.st = gpuState(g, up, th, listed, now);
+    this.st = gpuState(g, up, th, verdict, now);
     cls(this.tr, `gpu s-${this.st}`);
     txt(this.idx, String(g.id));
     txt(this.name, g.name || NA);
@@ -180,7 +181,7 @@ class GpuView {
     const held = up && holdActive(g.hold, now) && g.hold ? heldBy(g.hold, now) : "";
     txt(this.gpuHold, held);
     show(this.gpuHold, held !== "");
-    attr(this.state, "title", held);
+    attr(this.state, "title", held || (STATE_TITLE[this.st] ?? ""));
     const used = num(g.memUsed), total = num(g.memTotal);
     bar(this.memBar, this.memFill, used !== undefined && total ? used / total : undefined);
     txt(this.memTxt, `${bytes(used)} / ${bytes(total)}`);
@@ -378,7 +379,7 @@ export class HostView {
     // GPUs: keyed by index; one that disappears stays, shown as lost.
     const seenIdx = new Set<number>();
     const list = i?.gpus ?? [];
-    const listed = new Set(s.freeGpus);
+    const verdict = verdicts(s);
     // Rows left from an older report: the whole card again, from this one.
     if (this.partOf !== r.version) this.nextGpu = 0;
     for (let k = 0; k < list.length; k++) {
@@ -398,7 +399,7 @@ export class HostView {
         this.gpus.set(g.id, gv);
         this.insertGpu(gv);
       }
-      gv.update(g, up, th, listed.has(g.id), now);
+      gv.update(g, up, th, verdict.get(g.id), now);
       const keep = this.m.gpus === null || this.m.gpus.has(g.id);
       show(gv.tr, keep);
       if (!keep) show(gv.procsTr, false);
@@ -426,8 +427,8 @@ export class HostView {
     txt(this.rStatus, STATUS_LABEL[s.status] ?? "unknown");
     txt(this.rAddr, s.addr);
     const gpus = s.info?.gpus ?? [];
-    const listed = new Set(s.freeGpus);
-    const states = gpus.map((g) => gpuState(g, up, th, listed.has(g.id), now));
+    const verdict = verdicts(s);
+    const states = gpus.map((g) => gpuState(g, up, th, verdict.get(g.id), now));
     const holds = gpus.map((g, k) => (states[k] === "held" && g.hold ? heldBy(g.hold, now) : ""));
     const key = gpus.map((g, k) => `${g.id}:${states[k]}:${g.utilization ?? "-"}:${holds[k]}:${this.m.gpus === null || this.m.gpus.has(g.id)}`).join(",");
     if (key !== this.chipKey) {
@@ -437,7 +438,7 @@ export class HostView {
           const c = el("span", `chip s-${states[k]}`, g.utilization === undefined ? NA : `${g.utilization}`);
           c.dataset.gpu = String(g.id);
           c.id = `chip-${this.id}-${g.id}`;
-          c.title = `GPU ${g.id} ${g.name}: ${holds[k] || STATE_LABEL[states[k]]}, ${pct(g.utilization)}, ${bytes(num(g.memUsed))} / ${bytes(num(g.memTotal))}`;
+          c.title = `GPU ${g.id} ${g.name}: ${holds[k] || STATE_LABEL[states[k]] + (STATE_TITLE[states[k]] ? ` (${STATE_TITLE[states[k]]})` : "")}, ${pct(g.utilization)}, ${bytes(num(g.memUsed))} / ${bytes(num(g.memTotal))}`;
           if (!(this.m.gpus === null || this.m.gpus.has(g.id))) c.classList.add("dim");
           return c;
         }),

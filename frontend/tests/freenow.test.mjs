@@ -2,7 +2,8 @@
 // per host, a CUDA_VISIBLE_DEVICES line to copy, held GPUs marked), and the cards' states from
 // `HostState.free_gpus` and `GPUInfo.hold`. The agents are raw WebSocket clients speaking the
 // protobuf contract, since a hold and a lost GPU are easiest to say directly. The hub runs with
-// `--free-settle 0`: it need not have watched a GPU for 30 s before calling it free.
+// `--free-settle 0`: it need not have watched a GPU for 30 s before calling it free; except in
+// the last block, which runs it with the default 30 s to see an idle GPU settling.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -211,9 +212,11 @@ describe("free GPUs: the hub's verdict, the Free now panel and the cards", () =>
     await back.close();
     await until("the list again", async () => (await panel()).a?.free.length === 1, 12000);
     assert.equal(await page.isVisible("#freenow .fn-error"), false);
-    await page.route("**/api/gpus", (r) => r.abort("connectionrefused"));
+    // The panel asks `api/gpus?state=free,held`: matched by path, whatever the query.
+    const gpusApi = (u) => u.pathname === "/api/gpus";
+    await page.route(gpusApi, (r) => r.abort("connectionrefused"));
     await until("the network line", async () => /cannot reach the hub/.test(await text("#freenow .fn-error")), 12000);
-    await page.unroute("**/api/gpus");
+    await page.unroute(gpusApi);
     await until("the list once more", async () => (await panel()).a?.free.length === 1, 12000);
   });
 
@@ -264,5 +267,103 @@ describe("untrusted names in the Free now panel", () => {
     assert.equal(await page.$$eval("main article.host img:not(.sparkimg), main article.host b", (es) => es.length), 0);
     await page.waitForTimeout(300);
     assert.equal(await page.evaluate(() => window.__xss), undefined, "markup from the feed ran");
+  });
+});
+
+describe("settling GPUs: idle, but not for the hub's whole settle time yet", () => {
+  // The hub's default settle time (30 s, no `--free-settle`): a GPU it has just started watching
+  // is idle but not free yet. The test is over well before 30 s.
+  let hub, agent, browser, page;
+  const errors = [];
+  const text = (sel) => page.$eval(sel, (e) => e.textContent.trim());
+
+  before(async () => {
+    hub = await startHub();
+    // 0 idle (settling), 1 running bob's job, 2 idle but held by alice.
+    agent = await rawAgent(hub, "s", () => [
+      idle("s", 0),
+      { ...idle("s", 1), memUsed: BigInt(5 * GiB), utilization: 87,
+        procs: [{ pid: 4242, uid: 1001, username: "bob", basename: "train.py", mem: BigInt(5 * GiB), kind: COMPUTE, expiration: 600n }] },
+      { ...idle("s", 2), hold: { uid: 1002, username: "alice", sinceMs: BigInt(Date.now() - 1000), untilMs: BigInt(Date.now() + 4 * 60 * 1000) } },
+    ]);
+    browser = await launch();
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+    page.on("pageerror", (e) => errors.push(String(e)));
+  });
+
+  after(async () => {
+    agent?.close();
+    await browser?.close();
+    await hub?.kill();
+  });
+
+  test("the hub calls it settling, not free", async () => {
+    await until("s's GPUs", async () => (await api(hub, "/api/gpus")).body.gpus?.length === 3);
+    const all = Object.fromEntries((await api(hub, "/api/gpus")).body.gpus.map((r) => [r.index, r.state]));
+    assert.deepEqual(all, { 0: "settling", 1: "busy", 2: "held" });
+    assert.deepEqual((await api(hub, "/api/gpus?free=1")).body.gpus, []);
+  });
+
+  test("its card says settling (not in use), and the Free now panel does not list it", async () => {
+    await page.goto(hub.url(`/?token=${VIEWER_TOKEN}`));
+    await until("s's GPU rows", async () => (await page.$$("#host-s tr.gpu")).length === 3);
+    await until("s/0 settling", async () => (await text("#gpu-s-0 .state")) === "settling");
+    assert.match(await page.getAttribute("#gpu-s-0 .state", "title"), /^idle, free once idle for the hub's settle time$/);
+    assert.equal(await page.getAttribute("#gpu-s-0", "class"), "gpu s-settling");
+    assert.equal(await text("#gpu-s-1 .state"), "in use");
+    assert.equal(await text("#gpu-s-2 .state"), "held");
+    // Not free in the summary: said apart.
+    await until("the summary", async () => /0 GPUs free, 1 settling, 1 held, 1 busy, 3 total/.test(await text("#summary")));
+    // The panel: the held GPU, no free one.
+    await until("the panel", async () => (await page.$$("#freenow .fn-host")).length === 1);
+    assert.deepEqual(await page.$$eval("#freenow .fn-gpu", (es) => es.map((e) => e.textContent)), []);
+    assert.deepEqual(await page.$$eval("#freenow .fn-held", (es) => es.map((e) => e.dataset.gpu)), ["2"]);
+    assert.equal(await page.isVisible("#freenow .fn-line"), false);
+    assert.equal(await text("#freenow .fn-count"), "none free");
+    assert.equal(await page.isVisible("#freenow .fn-none"), true);
+    // A look of its own, in both themes: neither free's, in use's nor held's.
+    const look = (sel) => page.$eval(sel, (e) => {
+      const c = getComputedStyle(e);
+      return `${c.backgroundImage} ${c.backgroundColor} ${c.color} ${c.boxShadow}`;
+    });
+    for (const colorScheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme });
+      const [settling, busy, held] = [await look("#gpu-s-0 .state"), await look("#gpu-s-1 .state"), await look("#gpu-s-2 .state")];
+      assert.notEqual(settling, busy, colorScheme);
+      assert.notEqual(settling, held, colorScheme);
+      // Free: a badge of that class, made for comparison.
+      const free = await page.evaluate(() => {
+        const s = document.createElement("span");
+        s.className = "state s-free";
+        document.body.append(s);
+        const c = getComputedStyle(s), v = `${c.backgroundImage} ${c.backgroundColor} ${c.color} ${c.boxShadow}`;
+        s.remove();
+        return v;
+      });
+      assert.notEqual(settling, free, colorScheme);
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.screenshot({ path: join(artifacts, "settling.png"), fullPage: true });
+  });
+
+  test("only free GPUs: a settling one is not kept", async () => {
+    await page.check("#f-free");
+    await until("no GPU shown", async () =>
+      (await page.$$eval("main tr.gpu", (rs) => rs.filter((r) => !r.hidden).length)) === 0);
+    await page.uncheck("#f-free");
+    await until("s/0 again", async () => !(await page.$eval("#gpu-s-0", (r) => r.hidden)));
+  });
+
+  test("the compact view's chip says settling too", async () => {
+    await page.selectOption("#f-view", "table");
+    await until("s/0's chip", async () => (await page.$$("#chip-s-0")).length === 1);
+    assert.equal(await page.getAttribute("#chip-s-0", "class"), "chip s-settling");
+    assert.match(await page.getAttribute("#chip-s-0", "title"), /^GPU 0 NVIDIA H200: settling \(idle, free once idle for the hub's settle time\), /);
+    await page.selectOption("#f-view", "cards");
+  });
+
+  test("no console errors", () => {
+    assert.deepEqual(errors, []);
   });
 });
