@@ -15,7 +15,7 @@ RUNS=${RUNS:-20}
 rel=target/release
 work=$(mktemp -d)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 for _ in $(seq 64); do sleep 600 & pids+=($!); done
 python3 agent/scripts/bench-scenario.py "$work/scenario.json" 8 "${pids[@]}"
@@ -26,17 +26,21 @@ export HMON_STUB_SCENARIO="$work/scenario.json" LD_LIBRARY_PATH="$work/lib"
 echo "== 1. hmonitor free against gpustat --json"
 "$rel/hmonitor" --listen 127.0.0.1:0 --socket "$work/agent.sock" 2>/dev/null & pids+=($!)
 for _ in $(seq 50); do [[ -S "$work/agent.sock" ]] && break; sleep 0.1; done
-hyperfine -N --warmup 3 --runs "$RUNS" -i \
+medians() { python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("median %8.1f ms  min %8.1f  max %8.1f  %s" % (r["median"]*1e3, r["min"]*1e3, r["max"]*1e3, r["command"]))' "$1"; }
+hyperfine -N --warmup 3 --runs "$RUNS" -i --export-json "$work/free.json" \
   "$rel/hmonitor free --json --socket $work/agent.sock" \
   "$rel/hmonitor free --json --settle 0 --socket $work/none.sock" \
   "$VENV/bin/gpustat --json"
+medians "$work/free.json"
 
 echo "== 2. hmonitor status --json over 1,000 hosts"
 "$rel/hmonitor-hub" --listen 127.0.0.1:5091 --data-dir "$work/hub" --token bench \
   --viewer-token view 2>/dev/null & pids+=($!)
 sleep 1
 "$rel/hmonitor-load" --hub ws://127.0.0.1:5091 --token bench --agents 1000 --rate 0.5 \
-  --gpus 8 --procs 4 --ramp 5 --warmup 2 --duration 120 >/dev/null 2>&1 & pids+=($!)
+  --gpus 8 --procs 4 --ramp 5 --warmup 2 --duration 120 --source-addrs 4 >/dev/null 2>&1 & pids+=($!)
 HMON_HUB=ws://127.0.0.1:5091 HMON_TOKEN=bench "$rel/hmonitor" --socket "$work/relay.sock" \
   --state-dir "$work/agent" 2>/dev/null & pids+=($!)
 sleep 12
@@ -44,9 +48,12 @@ n=$(HMON_HUB=ws://127.0.0.1:5091 HMON_VIEWER_TOKEN=view "$rel/hmonitor" status -
       --socket "$work/none.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "status --json lists $n GPUs"
 HMON_HUB=ws://127.0.0.1:5091 HMON_VIEWER_TOKEN=view hyperfine -N --warmup 3 --runs "$RUNS" \
+  --export-json "$work/status.json" \
   "$rel/hmonitor status --json --socket $work/none.sock" \
   "$rel/hmonitor status --json --socket $work/relay.sock" \
   "curl -s -H 'Authorization: Bearer view' http://127.0.0.1:5091/api/hosts -o /dev/null"
+medians "$work/status.json"
+[[ -n "${NO_WAIT:-}" ]] && exit 0
 
 echo "== 3. hmonitor wait against a 5 s poller"
 unset HMON_STUB_SCENARIO LD_LIBRARY_PATH
