@@ -119,3 +119,49 @@ pub fn visible_devices(rows: &[GpuRow]) -> String {
 pub fn json(rows: &[GpuRow]) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(rows).map(|s| s + "\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmonitor_proto::GpuHold;
+
+    fn row(state: State) -> GpuRow {
+        GpuRow {
+            host: "gpu-01".into(),
+            index: 3,
+            uuid: "GPU-3".into(),
+            name: "NVIDIA H200".into(),
+            mem_total: Some(80 << 30),
+            mem_used: Some(1 << 30),
+            util: Some(0),
+            temp: Some(31),
+            state,
+            reason: String::new(),
+            users: Vec::new(),
+            procs: Vec::new(),
+            held_by: None,
+            host_up: true,
+        }
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_holds_say_who_and_how_long() {
+        let mut held = row(State::Held);
+        held.held_by = Some(GpuHold {
+            uid: 1000,
+            username: "alice".into(),
+            since_ms: 0,
+            until_ms: 4 * 60_000 - 1,
+        });
+        let plain = table(&[row(State::Free), held.clone()], false, 0);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(plain.contains("held by alice for 4 min"), "{plain}");
+        assert!(plain.contains("1.0 GiB / 80.0 GiB"), "{plain}");
+        let coloured = table(&[row(State::Free)], true, 0);
+        assert!(coloured.contains("\x1b[1;32mfree"), "{coloured}");
+        assert_eq!(
+            visible_devices(&[row(State::Free), held]),
+            "CUDA_VISIBLE_DEVICES=GPU-3,GPU-3"
+        );
+    }
+}
