@@ -385,18 +385,8 @@ async fn free_cmd(
             print(&show::json(&rows)?)?;
         } else {
             print(&show::table(&rows, show::colour(), now_ms()))?;
-            if let Some(best) = rows.first() {
-                let host: Vec<GpuRow> = rows
-                    .iter()
-                    .filter(|r| r.host == best.host)
-                    .take(count)
-                    .cloned()
-                    .collect();
-                print(&format!(
-                    "{}: {}\n",
-                    best.host,
-                    show::visible_devices(&host)
-                ))?;
+            if let Some(line) = best_host_line(&rows, count) {
+                print(&line)?;
             }
         }
         if rows.is_empty() {
@@ -550,6 +540,19 @@ fn start(gpus: &[GpuRow], cmd: &[OsString]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(127))
 }
 
+/// `host: CUDA_VISIBLE_DEVICES=…` for the best `count` free GPUs of the host holding the best
+/// one (`rows`: free GPUs of hosts with `count` free, best first).
+fn best_host_line(rows: &[GpuRow], count: usize) -> Option<String> {
+    let best = rows.first()?;
+    let host: Vec<GpuRow> = rows
+        .iter()
+        .filter(|r| r.host == best.host)
+        .take(count)
+        .cloned()
+        .collect();
+    Some(format!("{}: {}\n", best.host, show::visible_devices(&host)))
+}
+
 async fn wait_anywhere(
     args: &Args,
     socket: &Path,
@@ -562,18 +565,8 @@ async fn wait_anywhere(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let rows = cluster(args, socket, &q).await?;
-        if let Some(best) = rows.first() {
-            let host: Vec<GpuRow> = rows
-                .iter()
-                .filter(|r| r.host == best.host)
-                .take(count)
-                .cloned()
-                .collect();
-            print(&format!(
-                "{}: {}\n",
-                best.host,
-                show::visible_devices(&host)
-            ))?;
+        if let Some(line) = best_host_line(&rows, count) {
+            print(&line)?;
             return Ok(ExitCode::SUCCESS);
         }
         // The hub has each host's latest frame; asking once per default interval follows it.
