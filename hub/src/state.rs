@@ -370,7 +370,7 @@ impl Hub {
             let criteria = self.default_criteria();
             let (mut free_gpus, mut settling_gpus) = (Vec::new(), Vec::new());
             for g in &info.gpus {
-                match free::judge(g, true, info.stale, Some(&entry.recent), now, &criteria).0 {
+                match free::verdict(g, true, info.stale, Some(&entry.recent), now, &criteria).0 {
                     free::State::Free => free_gpus.push(g.id),
                     free::State::Settling => settling_gpus.push(g.id),
                     _ => {}

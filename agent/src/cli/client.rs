@@ -1,12 +1,16 @@
 //! The CLI's side of the agent's socket: one request, its replies, as JSON lines.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use crate::coord::wire::{Reply, Request, MAX_REPLY_BYTES};
+
+/// How long one question to the agent may take (a relayed one waits up to 15 s for the hub).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the agent could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +96,14 @@ impl Conn {
         Ok(reply)
     }
 
-    /// Sends `req` and reads its one reply.
+    /// Sends `req` and reads its one reply, within [`ASK_TIMEOUT`] (a hung agent does not
+    /// hang its users' scripts).
     pub async fn ask(path: &Path, req: &Request) -> Result<Reply, ClientError> {
         let mut c = Self::open(path).await?;
         c.send(req).await?;
-        c.reply().await
+        match tokio::time::timeout(ASK_TIMEOUT, c.reply()).await {
+            Ok(r) => r,
+            Err(_) => Err(c.broken(format!("did not answer within {ASK_TIMEOUT:?}"))),
+        }
     }
 }

@@ -308,8 +308,10 @@ async fn wait<R: AsyncRead + Unpin>(
         coord.cancel(id);
         return;
     }
-    match read_line(r).await {
-        Ok(Some(line)) if matches!(serde_json::from_str(line.trim()), Ok(Request::Started)) => {
+    // The CLI says `Started` as soon as it has the answer; one that does not within the
+    // request timeout is gone for all purposes.
+    match tokio::time::timeout(REQUEST_TIMEOUT, read_line(r)).await {
+        Ok(Ok(Some(line))) if matches!(serde_json::from_str(line.trim()), Ok(Request::Started)) => {
             coord.started(id);
             write(
                 w,

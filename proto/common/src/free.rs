@@ -268,7 +268,120 @@ impl Recent {
     }
 }
 
-/// Whether `gpu` is free for `c`, and why not. `now_ms` is on the clock of `recent`'s samples.
+/// Why a GPU is not free, with what the words need borrowed from the report: judging
+/// allocates nothing (the hub judges every GPU of every frame); the words are made only where
+/// they are shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why<'a> {
+    /// It is free.
+    Nothing,
+    HostDown,
+    Lost,
+    Error(&'a str),
+    Stale,
+    Unreadable,
+    Held {
+        by: &'a GpuHold,
+        mins_left: u64,
+    },
+    Process {
+        user: Option<&'a str>,
+        uid: Option<i32>,
+        name: Option<&'a str>,
+        pid: u32,
+        more: usize,
+    },
+    MemInUse {
+        used: u64,
+        limit: u64,
+    },
+    Util {
+        util: i32,
+        max: u32,
+    },
+    SettleBusy {
+        peak: u8,
+        settle_s: u64,
+    },
+    SettleUnreadable {
+        settle_s: u64,
+    },
+    SettleShort {
+        settle_s: u64,
+    },
+    TooLittleMem {
+        free: u64,
+        asked: u64,
+    },
+    OtherModel {
+        name: &'a str,
+        model: &'a str,
+    },
+}
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Nothing => Ok(()),
+            Why::HostDown => f.write_str("the host does not report"),
+            Why::Lost => f.write_str("fell off the bus (lost)"),
+            Why::Error("") => f.write_str("cannot be read"),
+            Why::Error(e) => f.write_str(e),
+            Why::Stale => f.write_str("the host's report is stale"),
+            Why::Unreadable => f.write_str("memory or utilization unreadable"),
+            Why::Held { by, mins_left } => {
+                write!(f, "held by {} for {mins_left} more min", holder_name(by))
+            }
+            Why::Process {
+                user,
+                uid,
+                name,
+                pid,
+                more,
+            } => {
+                match (user, uid) {
+                    (Some(u), _) => f.write_str(u)?,
+                    (None, Some(uid)) => write!(f, "uid {uid}")?,
+                    (None, None) => f.write_str("someone")?,
+                }
+                write!(f, " runs {} (pid {pid})", name.unwrap_or("a process"))?;
+                if *more > 0 {
+                    write!(f, " and {more} more")?;
+                }
+                Ok(())
+            }
+            Why::MemInUse { used, limit } => write!(
+                f,
+                "{} in use (free under {})",
+                human_bytes(*used),
+                human_bytes(*limit)
+            ),
+            Why::Util { util, max } => write!(f, "{util} % busy (free at ≤ {max} %)"),
+            Why::SettleBusy { peak, settle_s } => {
+                write!(f, "{peak} % busy within the last {settle_s} s (settle)")
+            }
+            Why::SettleUnreadable { settle_s } => {
+                write!(
+                    f,
+                    "utilization unreadable within the last {settle_s} s (settle)"
+                )
+            }
+            Why::SettleShort { settle_s } => {
+                write!(f, "watched for less than the settle time ({settle_s} s)")
+            }
+            Why::TooLittleMem { free, asked } => write!(
+                f,
+                "{} free (asked for {})",
+                human_bytes(*free),
+                human_bytes(*asked)
+            ),
+            Why::OtherModel { name, model } => write!(f, "{name} is not a {model}"),
+        }
+    }
+}
+
+/// Whether `gpu` is free for `c`, and why not, in words. `now_ms` is on the clock of
+/// `recent`'s samples.
 pub fn judge(
     gpu: &GpuInfo,
     host_up: bool,
@@ -277,55 +390,55 @@ pub fn judge(
     now_ms: u64,
     c: &Criteria,
 ) -> (State, String) {
-    use State::*;
+    let (state, why) = verdict(gpu, host_up, host_stale, recent, now_ms, c);
+    (state, why.to_string())
+}
+
+/// [`judge`] without the words: what the hub computes for every GPU of every frame.
+pub fn verdict<'a>(
+    gpu: &'a GpuInfo,
+    host_up: bool,
+    host_stale: bool,
+    recent: Option<&Recent>,
+    now_ms: u64,
+    c: &'a Criteria,
+) -> (State, Why<'a>) {
     if !host_up {
-        return (Down, "the host does not report".into());
+        return (State::Down, Why::HostDown);
     }
     if gpu.err_kind == ErrorKind::Lost as i32 {
-        return (Lost, "fell off the bus (lost)".into());
+        return (State::Lost, Why::Lost);
     }
     if gpu.err_kind != ErrorKind::None as i32 {
-        let why = if gpu.err.is_empty() {
-            "cannot be read".to_owned()
-        } else {
-            gpu.err.clone()
-        };
-        return (Error, why);
+        return (State::Error, Why::Error(&gpu.err));
     }
     if host_stale {
-        return (Unavailable, "the host's report is stale".into());
+        return (State::Unavailable, Why::Stale);
     }
     let (Some(used), Some(total), Some(util)) = (gpu.mem_used, gpu.mem_total, gpu.utilization)
     else {
-        return (Unavailable, "memory or utilization unreadable".into());
+        return (State::Unavailable, Why::Unreadable);
     };
     let mine = |uid: Option<i32>| c.mine_ok && c.caller.is_some() && uid == c.caller;
     if let Some(h) = &gpu.hold {
         if h.until_ms > now_ms && !mine(Some(h.uid)) {
-            let who = holder_name(h);
-            let mins = h.until_ms.saturating_sub(now_ms).div_ceil(60_000);
-            return (Held, format!("held by {who} for {mins} more min"));
+            let mins_left = h.until_ms.saturating_sub(now_ms).div_ceil(60_000);
+            return (State::Held, Why::Held { by: h, mins_left });
         }
     }
-    let compute = |p: &&hmonitor_proto::ProcInfo| p.kind != ProcKind::Graphics as i32;
-    let others: Vec<_> = gpu
+    let mut others = gpu
         .procs
         .iter()
-        .filter(compute)
-        .filter(|p| !mine(p.uid))
-        .collect();
-    if let Some(p) = others.first() {
-        let who = p
-            .username
-            .clone()
-            .or_else(|| p.uid.map(|u| format!("uid {u}")))
-            .unwrap_or_else(|| "someone".into());
-        let what = p.basename.as_deref().unwrap_or("a process");
-        let more = match others.len() {
-            1 => String::new(),
-            n => format!(" and {} more", n - 1),
+        .filter(|p| p.kind != ProcKind::Graphics as i32 && !mine(p.uid));
+    if let Some(p) = others.next() {
+        let why = Why::Process {
+            user: p.username.as_deref(),
+            uid: p.uid,
+            name: p.basename.as_deref(),
+            pid: p.pid,
+            more: others.count(),
         };
-        return (Busy, format!("{who} runs {what} (pid {}){more}", p.pid));
+        return (State::Busy, why);
     }
     let own: u64 = gpu
         .procs
@@ -335,25 +448,28 @@ pub fn judge(
         .sum();
     let by_others = used.saturating_sub(own);
     if by_others >= c.free_mem {
-        return (
-            Busy,
-            format!(
-                "{} in use (free under {})",
-                human_bytes(by_others),
-                human_bytes(c.free_mem)
-            ),
-        );
+        let why = Why::MemInUse {
+            used: by_others,
+            limit: c.free_mem,
+        };
+        return (State::Busy, why);
     }
     // The caller's own job explains its utilization.
-    let own_job = own > 0 || gpu.procs.iter().any(|p| mine(p.uid));
+    let own_job = gpu.procs.iter().any(|p| mine(p.uid));
     if !own_job {
         let max = i32::try_from(c.max_util).unwrap_or(i32::MAX);
         if util > max {
-            return (Busy, format!("{util} % busy (free at ≤ {max} %)"));
+            return (
+                State::Busy,
+                Why::Util {
+                    util,
+                    max: c.max_util,
+                },
+            );
         }
         if !c.settle.is_zero() {
             let settle_ms = u64::try_from(c.settle.as_millis()).unwrap_or(u64::MAX);
-            let secs = c.settle.as_secs();
+            let settle_s = c.settle.as_secs();
             // Before the clock's start plus the settle time nothing can have been watched.
             let peak = match (recent, now_ms.checked_sub(settle_ms)) {
                 (Some(r), Some(since)) => Some(r.peak_since(gpu.id, since)),
@@ -362,43 +478,31 @@ pub fn judge(
             match peak {
                 Some((Some(peak), true)) if u32::from(peak) <= c.max_util => {}
                 Some((Some(peak), _)) if u32::from(peak) > c.max_util => {
-                    return (
-                        Settling,
-                        format!("{peak} % busy within the last {secs} s (settle)"),
-                    );
+                    return (State::Settling, Why::SettleBusy { peak, settle_s });
                 }
-                Some((None, _)) => {
-                    return (
-                        Settling,
-                        format!("utilization unreadable within the last {secs} s (settle)"),
-                    );
-                }
-                _ => {
-                    return (
-                        Settling,
-                        format!("watched for less than the settle time ({secs} s)"),
-                    );
-                }
+                Some((None, _)) => return (State::Settling, Why::SettleUnreadable { settle_s }),
+                _ => return (State::Settling, Why::SettleShort { settle_s }),
             }
         }
     }
     let free = total.saturating_sub(used);
     if free < c.min_mem {
-        return (
-            Unsuitable,
-            format!(
-                "{} free (asked for {})",
-                human_bytes(free),
-                human_bytes(c.min_mem)
-            ),
-        );
+        let why = Why::TooLittleMem {
+            free,
+            asked: c.min_mem,
+        };
+        return (State::Unsuitable, why);
     }
     if let Some(model) = &c.model {
         if !gpu.name.to_lowercase().contains(&model.to_lowercase()) {
-            return (Unsuitable, format!("{} is not a {model}", gpu.name));
+            let why = Why::OtherModel {
+                name: &gpu.name,
+                model,
+            };
+            return (State::Unsuitable, why);
         }
     }
-    (Free, String::new())
+    (State::Free, Why::Nothing)
 }
 
 fn holder_name(h: &GpuHold) -> String {
