@@ -368,7 +368,11 @@ impl Hub {
             entry.state.seq = seq;
             entry.recent.push(now, &info.gpus);
             let criteria = self.default_criteria();
-            let (mut free_gpus, mut settling_gpus) = (Vec::new(), Vec::new());
+            // Into the vectors of the last frame: no allocation per frame.
+            let mut free_gpus = std::mem::take(&mut entry.state.free_gpus);
+            let mut settling_gpus = std::mem::take(&mut entry.state.settling_gpus);
+            free_gpus.clear();
+            settling_gpus.clear();
             for g in &info.gpus {
                 match free::verdict(g, true, info.stale, Some(&entry.recent), now, &criteria).0 {
                     free::State::Free => free_gpus.push(g.id),

@@ -174,14 +174,14 @@ pub fn rank(rows: &mut [GpuRow]) {
 pub struct Recent {
     width_ms: u64,
     cap: usize,
-    buckets: VecDeque<Bucket>,
-}
-
-#[derive(Debug, Clone)]
-struct Bucket {
-    start_ms: u64,
-    /// The highest utilization per GPU id ([`UNKNOWN`]: not readable in some sample).
-    peak: Vec<u8>,
+    /// GPU ids tracked per bucket (the highest id seen plus one).
+    stride: usize,
+    /// Each bucket's start, oldest first.
+    starts: VecDeque<u64>,
+    /// `stride` peaks per bucket, in the order of `starts`: the highest utilization of each
+    /// GPU id in the bucket ([`UNKNOWN`]: unreadable, or absent, in some sample). One flat ring,
+    /// so a host costs a few hundred bytes and a sample allocates nothing.
+    peaks: VecDeque<u8>,
 }
 
 /// A utilization that could not be read: never counts as idle.
@@ -200,71 +200,77 @@ impl Recent {
         Self {
             width_ms,
             cap,
-            buckets: VecDeque::new(),
+            stride: 0,
+            starts: VecDeque::new(),
+            peaks: VecDeque::new(),
         }
     }
 
     /// Takes one sample of `gpus` taken at `at_ms`.
     pub fn push(&mut self, at_ms: u64, gpus: &[GpuInfo]) {
-        let fresh = match self.buckets.back() {
-            Some(b) => at_ms >= b.start_ms.saturating_add(self.width_ms) || at_ms < b.start_ms,
+        let ids = gpus
+            .iter()
+            .filter_map(|g| usize::try_from(g.id).ok())
+            .filter(|&i| i < MAX_TRACKED);
+        let stride = ids.clone().max().map_or(0, |m| m + 1);
+        let last = self.starts.back().copied();
+        if stride > self.stride || last.is_some_and(|s| at_ms < s) {
+            // A GPU id never seen (or the clock went back): what came before cannot be
+            // placed any more.
+            self.starts.clear();
+            self.peaks.clear();
+            self.stride = self.stride.max(stride);
+        }
+        let fresh = match self.starts.back() {
+            Some(&s) => at_ms >= s.saturating_add(self.width_ms),
             None => true,
         };
         if fresh {
-            if self.buckets.back().is_some_and(|b| at_ms < b.start_ms) {
-                // The clock went back: what came before cannot be placed any more.
-                self.buckets.clear();
+            if self.starts.len() >= self.cap {
+                self.starts.pop_front();
+                self.peaks.drain(..self.stride);
             }
-            if self.buckets.len() >= self.cap {
-                self.buckets.pop_front();
-            }
-            self.buckets.push_back(Bucket {
-                start_ms: at_ms,
-                peak: Vec::new(),
-            });
+            self.starts.push_back(at_ms);
+            self.peaks.extend(std::iter::repeat_n(UNKNOWN, self.stride));
         }
-        let Some(bucket) = self.buckets.back_mut() else {
-            return;
-        };
+        let base = self.peaks.len() - self.stride;
         for g in gpus {
-            let Ok(i) = usize::try_from(g.id) else {
+            let Some(i) = usize::try_from(g.id).ok().filter(|&i| i < MAX_TRACKED) else {
                 continue;
             };
-            if i >= MAX_TRACKED {
-                continue;
-            }
-            if bucket.peak.len() <= i {
-                bucket.peak.resize(i + 1, 0);
-            }
             let u = match (g.utilization, g.err_kind == ErrorKind::None as i32) {
                 (Some(u), true) => u8::try_from(u.clamp(0, 100)).unwrap_or(100),
                 _ => UNKNOWN,
             };
-            bucket.peak[i] = bucket.peak[i].max(u);
+            let slot = &mut self.peaks[base + i];
+            // The bucket's first sample sets it; later ones can only raise it.
+            *slot = if fresh { u } else { (*slot).max(u) };
         }
     }
 
     /// The highest utilization of GPU `id` in the samples since `since_ms`, and whether the
     /// ring reaches back that far; `None` for the peak when some sample could not read it.
     fn peak_since(&self, id: i32, since_ms: u64) -> (Option<u8>, bool) {
-        let covered = self.buckets.front().is_some_and(|b| b.start_ms <= since_ms);
+        let covered = self.starts.front().is_some_and(|&s| s <= since_ms);
+        let Some(i) = usize::try_from(id).ok().filter(|&i| i < self.stride) else {
+            return (None, covered);
+        };
         let mut peak = 0u8;
-        let i = usize::try_from(id).unwrap_or(usize::MAX);
-        for b in self.buckets.iter().rev() {
+        for (n, &start) in self.starts.iter().enumerate().rev() {
             // A bucket that ends after `since_ms` holds samples inside the window.
-            if b.start_ms.saturating_add(self.width_ms) <= since_ms {
+            if start.saturating_add(self.width_ms) <= since_ms {
                 break;
             }
-            match b.peak.get(i) {
-                Some(&UNKNOWN) | None => return (None, covered),
-                Some(&u) => peak = peak.max(u),
+            match self.peaks[n * self.stride + i] {
+                UNKNOWN => return (None, covered),
+                u => peak = peak.max(u),
             }
         }
         (Some(peak), covered)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.starts.is_empty()
     }
 }
 
@@ -894,7 +900,8 @@ mod tests {
         for t in 0..100_000u64 {
             r.push(t * 100, &[gpu(0, 0, 0)]);
         }
-        assert!(r.buckets.len() <= 6002, "{}", r.buckets.len());
+        assert!(r.starts.len() <= 6002, "{}", r.starts.len());
+        assert_eq!(r.peaks.len(), r.starts.len());
     }
 
     #[test]
