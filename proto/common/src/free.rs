@@ -226,6 +226,12 @@ impl Recent {
             None => true,
         };
         if fresh {
+            if self.starts.is_empty() {
+                // Sized once for the whole span: growth by doubling would leave up to half
+                // the ring's memory unused on every host.
+                self.starts.reserve_exact(self.cap);
+                self.peaks.reserve_exact(self.cap * self.stride);
+            }
             if self.starts.len() >= self.cap {
                 self.starts.pop_front();
                 self.peaks.drain(..self.stride);
