@@ -25,8 +25,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    // A one-shot report keeps stderr for what went wrong.
-    let default_log = if args.once || args.command.is_some() {
+    // A one-shot report and the CLI's subcommands keep stderr for what went wrong (the CLI
+    // says in its own words what the sampler would warn about).
+    let default_log = if args.command.is_some() {
+        "error"
+    } else if args.once {
         "warn"
     } else {
         "info"
