@@ -445,8 +445,13 @@ async fn stream(
         // the limit meant for live frames.
         let is_backfill =
             matches!(&decoded, Ok(Some(agent_message::Msg::Snapshot(s))) if s.backfill);
+        // A relayed question draws on its own budget first (its answer is the work), so a
+        // host's users asking never use up the budget its live frames need.
+        let is_query = matches!(&decoded, Ok(Some(agent_message::Msg::Query(_))));
         let allowed = if is_backfill {
             backfill_bucket.take()
+        } else if is_query {
+            true
         } else {
             bucket.take()
         };
@@ -500,6 +505,13 @@ async fn stream(
             Ok(Some(agent_message::Msg::Query(q))) => {
                 let answer = if query_bucket.take() {
                     relay_answer(app, q).await
+                } else if !bucket.take() {
+                    hub.stats
+                        .frames_rate_limited
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Close::Policy(format!(
+                        "too many cluster queries (limit {QUERIES_PER_SEC}/s per agent)"
+                    ));
                 } else {
                     ClusterAnswer {
                         id: q.id,

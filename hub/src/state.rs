@@ -366,7 +366,7 @@ impl Hub {
             entry.state.status = HostStatus::Up as i32;
             entry.state.last_seen_ms = now;
             entry.state.seq = seq;
-            entry.recent.push(now, &info.gpus);
+            entry.recent.push(now, &info.gpus, info.stale);
             let criteria = self.default_criteria();
             // Into the vectors of the last frame: no allocation per frame.
             let mut free_gpus = std::mem::take(&mut entry.state.free_gpus);

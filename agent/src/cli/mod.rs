@@ -84,6 +84,14 @@ fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_span(s)?;
+    if d > Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("timeout {s:?} is longer than a year"));
+    }
+    Ok(d)
+}
+
 fn parse_hold(s: &str) -> Result<Duration, String> {
     let d = parse_span(s)?;
     if d.is_zero() || d > crate::coord::MAX_HOLD {
@@ -115,7 +123,7 @@ pub enum Command {
         #[command(flatten)]
         want: Want,
         /// Give up after this long (exit 2), e.g. 30m [default: wait forever].
-        #[arg(long, value_parser = parse_span, value_name = "DURATION")]
+        #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
         timeout: Option<Duration>,
         /// How long the GPUs stay held for you if your job does not show up on them, e.g. 10m.
         #[arg(long, default_value = "10m", value_parser = parse_hold, value_name = "DURATION")]
@@ -218,7 +226,15 @@ pub async fn run(args: &Args, cmd: &Command) -> anyhow::Result<ExitCode> {
                 states: Vec::new(),
             };
             loop {
-                let rows = cluster(args, &socket, &q).await?;
+                let rows = match cluster(args, &socket, &q).await {
+                    Ok(rows) => rows,
+                    Err(e) if *watch => {
+                        eprintln!("hmonitor: {e:#}; asking again in 2 s");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if rows.is_empty() && !*json {
                     eprintln!("hmonitor: no GPU matches");
                 }
@@ -470,7 +486,15 @@ async fn wait_cmd(
     };
     conn.send(&Request::Started).await?;
     conn.reply().await?;
-    start(&reply.gpus, cmd)
+    let code = start(&reply.gpus, cmd)?;
+    if code != ExitCode::SUCCESS {
+        // CMD could not be started: the GPUs are not the caller's to keep.
+        let gpus = reply.gpus.iter().map(|g| g.uuid.clone()).collect();
+        if let Err(e) = Conn::ask(socket, &Request::Release { gpus }).await {
+            eprintln!("hmonitor: cannot release the GPUs: {e}");
+        }
+    }
+    Ok(code)
 }
 
 /// Where no agent runs: sample NVML every interval until enough GPUs are free (the settle
@@ -488,11 +512,11 @@ async fn wait_alone(
     let mut recent = free::Recent::new(interval);
     let mut c = want.criteria();
     c.caller = Some(i32::try_from(nix::unistd::getuid().as_raw()).unwrap_or(i32::MAX));
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     loop {
         let info = sampler.report_raw();
         let now = now_ms();
-        recent.push(now, &info.gpus);
+        recent.push(now, &info.gpus, info.stale);
         if !info.gpus.is_empty() {
             let mut rows = free::rows(&info.id, &info, true, Some(&recent), now, &c);
             check_count(count, &rows, &info.err)?;
@@ -562,9 +586,22 @@ async fn wait_anywhere(
 ) -> anyhow::Result<ExitCode> {
     let mut q = want.query(count);
     q.free_only = true;
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+    let mut said = String::new();
     loop {
-        let rows = cluster(args, socket, &q).await?;
+        // A refused or lost question (the host's users ask too often, the hub connection is
+        // being re-made) is asked again at the next round, said once.
+        let rows = match cluster(args, socket, &q).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg != said {
+                    eprintln!("hmonitor: {msg}; asking again");
+                    said = msg;
+                }
+                Vec::new()
+            }
+        };
         if let Some(line) = best_host_line(&rows, count) {
             print(&line)?;
             return Ok(ExitCode::SUCCESS);

@@ -44,6 +44,14 @@ fn held_text(row: &GpuRow, now_ms: u64) -> Option<String> {
     Some(format!("held by {who} for {mins} min"))
 }
 
+/// `s` with control characters shown as `?`: names come from every host (process names are
+/// whatever a program calls itself), and an escape sequence must not reach a terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// One line per GPU: host, index, name, state, temperature and utilization, memory, users.
 pub fn table(rows: &[GpuRow], colour: bool, now_ms: u64) -> String {
     let p = Paint(colour);
@@ -95,9 +103,12 @@ pub fn table(rows: &[GpuRow], colour: bool, now_ms: u64) -> String {
         } else if note.is_empty() && !r.reason.is_empty() && !r.is_free() {
             note = r.reason.clone();
         }
+        let host = printable(&r.host);
+        let name = printable(&name);
+        let note = printable(&note);
         out.push_str(&format!(
             "{}  [{}] {}  {}  {}  {}  {}  {}\n",
-            p.wrap("1", &format!("{:<host_w$}", r.host)),
+            p.wrap("1", &format!("{host:<host_w$}")),
             r.index,
             p.wrap("34", &format!("{name:<name_w$}")),
             p.wrap(state_code(r.state), &state),
@@ -159,6 +170,9 @@ mod tests {
         assert!(plain.contains("1.0 GiB / 80.0 GiB"), "{plain}");
         let coloured = table(&[row(State::Free)], true, 0);
         assert!(coloured.contains("\x1b[1;32mfree"), "{coloured}");
+        let mut evil = row(State::Busy);
+        evil.host = "h\x1b]52;c;x\x07".into();
+        assert!(!table(&[evil], false, 0).contains('\x1b'));
         assert_eq!(
             visible_devices(&[row(State::Free), held]),
             "CUDA_VISIBLE_DEVICES=GPU-3,GPU-3"

@@ -154,7 +154,7 @@ impl Coordinator {
         inner
             .recent
             .get_or_insert_with(|| Recent::new(interval))
-            .push(now, &info.gpus);
+            .push(now, &info.gpus, info.stale);
         inner.holds.retain(|h| {
             if h.until_ms <= now {
                 tracing::info!("hold of {} on GPU {} expired", h.username, h.gpu);
@@ -180,13 +180,19 @@ impl Coordinator {
     /// Grants what is free in `info` to the waiters, in the order they came.
     fn serve(&self, inner: &mut Inner, info: &HostInfo, now: u64) {
         let waiters = std::mem::take(&mut inner.waiters);
+        // GPUs an earlier waiter could use but that are not yet enough for it: kept for it, so
+        // a waiter for 4 GPUs is not starved by later waiters for 1.
+        let mut reserved: Vec<String> = Vec::new();
         for w in waiters {
             if w.grant.is_closed() {
                 continue;
             }
             let rows = self.judge(inner, info, &w.criteria, now);
-            let free: Vec<GpuRow> = rows.into_iter().filter(GpuRow::is_free).collect();
+            let free: Vec<GpuRow> = grantable(rows)
+                .filter(|r| !reserved.contains(&r.uuid))
+                .collect();
             if free.len() < w.count {
+                reserved.extend(free.into_iter().map(|r| r.uuid));
                 inner.waiters.push(w);
                 continue;
             }
@@ -250,7 +256,7 @@ impl Coordinator {
             username: username.to_owned(),
             count,
             criteria,
-            hold_ms: ms(hold.min(MAX_HOLD)),
+            hold_ms: hold_ms(hold),
             grant: tx,
         });
         // The samples held already decide: a GPU free now is granted now, without waiting
@@ -298,7 +304,7 @@ impl Coordinator {
         let rows = self.judge(&inner, info, criteria, now);
         let chosen: Vec<GpuRow> = if named.is_empty() {
             check_count(count, info)?;
-            let free: Vec<GpuRow> = rows.into_iter().filter(GpuRow::is_free).collect();
+            let free: Vec<GpuRow> = grantable(rows).collect();
             if free.len() < count {
                 return Err(CoordError::NotEnough {
                     free: free.len(),
@@ -307,12 +313,21 @@ impl Coordinator {
             }
             free.into_iter().take(count).collect()
         } else {
-            let mut out = Vec::new();
+            let mut out: Vec<GpuRow> = Vec::new();
             for name in named {
                 let row = rows
                     .iter()
                     .find(|r| r.uuid == *name || r.index.to_string() == *name)
                     .ok_or_else(|| CoordError::NoSuchGpu(name.clone()))?;
+                if out.iter().any(|o| o.uuid == row.uuid) {
+                    continue;
+                }
+                if let Some(h) = &row.held_by {
+                    return Err(CoordError::NotFree {
+                        gpu: row.index,
+                        why: format!("held by {} already", h.username),
+                    });
+                }
                 if !row.is_free() {
                     return Err(CoordError::NotFree {
                         gpu: row.index,
@@ -323,8 +338,7 @@ impl Coordinator {
             }
             out
         };
-        let hold_ms = ms(hold.min(MAX_HOLD));
-        let mut holds = make_holds(&chosen, info, who.uid, &who.name, now, hold_ms);
+        let mut holds = make_holds(&chosen, info, who.uid, &who.name, now, hold_ms(hold));
         let rows = with_holds(chosen, &holds);
         inner.holds.append(&mut holds);
         Ok(rows)
@@ -375,6 +389,19 @@ impl Coordinator {
     pub fn holds(&self) -> Vec<(i32, i32)> {
         self.lock().holds.iter().map(|h| (h.gpu, h.uid)).collect()
     }
+}
+
+/// The free rows nobody holds: with `mine_ok` the caller's own holds count as free for
+/// looking, never for granting (two waits of one user must not get the same GPU).
+fn grantable(rows: Vec<GpuRow>) -> impl Iterator<Item = GpuRow> {
+    rows.into_iter()
+        .filter(|r| r.is_free() && r.held_by.is_none())
+}
+
+/// A hold is at least a second (shorter would end before anyone saw it) and at most
+/// [`MAX_HOLD`].
+fn hold_ms(hold: Duration) -> u64 {
+    ms(hold.clamp(Duration::from_secs(1), MAX_HOLD))
 }
 
 fn check_count(count: usize, info: &HostInfo) -> Result<(), CoordError> {

@@ -22,6 +22,10 @@ use crate::push::{Relay, RelayError};
 
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 512;
+/// Connections one uid may have open at once: one user cannot take every slot.
+const MAX_PER_UID: usize = 64;
+/// How long a reply may take to be read by the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a relayed cluster question may take.
@@ -74,6 +78,7 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_uid: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>> = Arc::default();
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -91,13 +96,59 @@ pub async fn serve(
             // Dropped: the client sees the connection end.
             continue;
         };
+        let Some(uid_slot) = UidSlot::take(&per_uid, &stream) else {
+            continue;
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             connection(ctx, stream).await;
+            drop(uid_slot);
             drop(permit);
         });
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// One of a uid's [`MAX_PER_UID`] connections, given back on drop.
+struct UidSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+    uid: u32,
+}
+
+impl UidSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>,
+        stream: &UnixStream,
+    ) -> Option<Self> {
+        let uid = stream.peer_cred().ok()?.uid();
+        let mut m = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(uid).or_default();
+        if *n >= MAX_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            map: map.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
 }
 
 /// Reads one line of at most [`MAX_REQUEST_BYTES`]; `None` at the end of the stream.
@@ -120,20 +171,30 @@ async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<
         .map_err(|_| "request is not UTF-8".to_owned())
 }
 
+/// Writes one reply line; a client that does not read it within [`WRITE_TIMEOUT`] is dropped.
 async fn write(w: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -> bool {
     let Ok(mut line) = serde_json::to_vec(reply) else {
         return false;
     };
     line.push(b'\n');
-    w.write_all(&line).await.is_ok()
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await,
+        Ok(Ok(()))
+    )
 }
 
-fn username(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_default()
+/// The uid's name, looked up off the runtime's thread (NSS may ask LDAP or SSSD).
+async fn username(uid: u32) -> String {
+    let lookup = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    });
+    match tokio::time::timeout(REQUEST_TIMEOUT, lookup).await {
+        Ok(Ok(Some(name))) => name,
+        _ => String::new(),
+    }
 }
 
 fn criteria(query: &str, uid: i32, mine_ok: bool) -> Result<(Criteria, usize), String> {
@@ -153,7 +214,10 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
         }
     };
     let uid_raw = cred.uid();
-    let uid = i32::try_from(uid_raw).unwrap_or(i32::MAX);
+    // The contract carries uids as int32; larger ones would all look alike.
+    let Ok(uid) = i32::try_from(uid_raw) else {
+        return;
+    };
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let line = match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&mut r)).await {
@@ -204,7 +268,7 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
         } => match criteria(&query, uid, mine_ok) {
             Ok((c, _)) => {
                 let info = ctx.sampler.report_raw();
-                let name = username(uid_raw);
+                let name = username(uid_raw).await;
                 let hold = Duration::from_millis(hold_ms);
                 match coord.hold(&info, &Caller::new(uid, &name), &gpus, count, &c, hold) {
                     Ok(rows) => {
@@ -231,7 +295,8 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
                 Ok(body) => Reply {
                     ok: true,
                     host: host.clone(),
-                    body: String::from_utf8_lossy(&body).into_owned(),
+                    body: String::from_utf8(body)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
                     ..Default::default()
                 },
                 Err(e) => Reply::error(e.to_string()),
@@ -273,7 +338,7 @@ async fn wait<R: AsyncRead + Unpin>(
             return;
         }
     };
-    let name = username(u32::try_from(uid).unwrap_or(u32::MAX));
+    let name = username(u32::try_from(uid).unwrap_or_default()).await;
     let info = ctx.sampler.report_raw();
     let hold = Duration::from_millis(hold_ms);
     let ticket = match coord.wait(&info, &Caller::new(uid, &name), count, c, hold) {

@@ -156,3 +156,39 @@ fn one_user_cannot_fill_the_queue() {
     ));
     drop(tickets);
 }
+
+#[test]
+fn a_waiter_for_several_gpus_is_not_starved_and_one_user_never_gets_a_gpu_twice() {
+    let c = Coordinator::new("h", Duration::from_secs(1));
+    let busy = host(&[(0, true), (1, true)]);
+    let mut big = c
+        .wait(&busy, &Caller::new(1000, "alice"), 2, now_only(), TEN_MIN)
+        .expect("big");
+    let mut small = c
+        .wait(&busy, &Caller::new(1001, "bob"), 1, now_only(), TEN_MIN)
+        .expect("small");
+    // GPU 0 frees: kept for the earlier waiter of 2, not given to the later waiter of 1.
+    c.on_sample(&host(&[(0, false), (1, true)]), now_ms());
+    assert!(big.granted.try_recv().is_err() && small.granted.try_recv().is_err());
+    c.on_sample(&host(&[(0, false), (1, false)]), now_ms());
+    assert_eq!(big.granted.try_recv().expect("big granted").len(), 2);
+    assert!(small.granted.try_recv().is_err());
+
+    // With --mine-ok a user's own holds look free, but are never granted again.
+    let c = Coordinator::new("h", Duration::from_secs(1));
+    let free = host(&[(0, false)]);
+    let mine = Criteria {
+        caller: Some(1000),
+        mine_ok: true,
+        ..now_only()
+    };
+    let who = Caller::new(1000, "alice");
+    let mut a = c.wait(&free, &who, 1, mine.clone(), TEN_MIN).expect("a");
+    let mut b = c.wait(&free, &who, 1, mine.clone(), TEN_MIN).expect("b");
+    assert!(a.granted.try_recv().is_ok());
+    assert!(b.granted.try_recv().is_err(), "the same GPU twice");
+    assert!(c
+        .hold(&free, &who, &["0".into(), "0".into()], 1, &mine, TEN_MIN)
+        .is_err());
+    assert_eq!(c.holds().len(), 1);
+}

@@ -11,6 +11,11 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// Questions waiting for a connection at once; more are refused at once.
 const QUEUE: usize = 64;
+/// Questions relayed per second, for all users of the host together: what the hub answers
+/// (more would be refused there, and count against the frames of the host's connection).
+const PER_SEC: f64 = 4.0;
+/// Questions that may come at once after a quiet spell.
+const BURST: f64 = 8.0;
 
 /// Why a relayed question got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +28,8 @@ pub enum RelayError {
     NotConnected,
     #[error("the agent has too many questions for the hub queued; try again")]
     Busy,
+    #[error("this host's users ask the hub more than 4 times a second; try again in a moment")]
+    TooFast,
     #[error("the hub did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the hub connection ended before the answer came")]
@@ -40,6 +47,8 @@ pub struct Relay {
     tx: mpsc::Sender<Asked>,
     rx: Mutex<mpsc::Receiver<Asked>>,
     connected: AtomicUsize,
+    /// (tokens, when last counted): a token bucket of [`PER_SEC`].
+    budget: std::sync::Mutex<(f64, std::time::Instant)>,
 }
 
 impl Relay {
@@ -49,6 +58,7 @@ impl Relay {
             tx,
             rx: Mutex::new(rx),
             connected: AtomicUsize::new(0),
+            budget: std::sync::Mutex::new((BURST, std::time::Instant::now())),
         })
     }
 
@@ -56,6 +66,9 @@ impl Relay {
     pub async fn ask(&self, params: String, within: Duration) -> Result<Vec<u8>, RelayError> {
         if self.connected.load(Ordering::Relaxed) == 0 {
             return Err(RelayError::NotConnected);
+        }
+        if !self.take_token() {
+            return Err(RelayError::TooFast);
         }
         let (answer, rx) = oneshot::channel();
         self.tx
@@ -66,6 +79,22 @@ impl Relay {
             Ok(Err(_)) => Err(RelayError::Lost),
             Ok(Ok(Err(why))) => Err(RelayError::Refused(why)),
             Ok(Ok(Ok(body))) => Ok(body),
+        }
+    }
+
+    fn take_token(&self) -> bool {
+        let mut b = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * PER_SEC).min(BURST);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
         }
     }
 

@@ -295,6 +295,8 @@ pub(super) async fn session(
                         params: asked.params,
                     })),
                 };
+                // Askers that gave up (or a hub that never answers) leave nothing behind.
+                pending.retain(|_, tx| !tx.is_closed());
                 if extra_tx.try_send(Bytes::from(frame.encode_to_vec())).is_ok() {
                     pending.insert(next_query, asked.answer);
                 } else {

@@ -206,8 +206,9 @@ impl Recent {
         }
     }
 
-    /// Takes one sample of `gpus` taken at `at_ms`.
-    pub fn push(&mut self, at_ms: u64, gpus: &[GpuInfo]) {
+    /// Takes one sample of `gpus` taken at `at_ms`; `stale`: the readings are old (a hung
+    /// driver call repeats its last answer), so they count as unreadable, never as idle.
+    pub fn push(&mut self, at_ms: u64, gpus: &[GpuInfo], stale: bool) {
         let ids = gpus
             .iter()
             .filter_map(|g| usize::try_from(g.id).ok())
@@ -244,7 +245,10 @@ impl Recent {
             let Some(i) = usize::try_from(g.id).ok().filter(|&i| i < MAX_TRACKED) else {
                 continue;
             };
-            let u = match (g.utilization, g.err_kind == ErrorKind::None as i32) {
+            let u = match (
+                g.utilization,
+                g.err_kind == ErrorKind::None as i32 && !stale,
+            ) {
                 (Some(u), true) => u8::try_from(u.clamp(0, 100)).unwrap_or(100),
                 _ => UNKNOWN,
             };
@@ -262,7 +266,14 @@ impl Recent {
             return (None, covered);
         };
         let mut peak = 0u8;
+        // Samples further apart than this leave a stretch nobody watched (the host was down,
+        // or not sampled): the window is not covered.
+        let gap = self.width_ms.saturating_mul(2);
+        let mut later: Option<u64> = None;
         for (n, &start) in self.starts.iter().enumerate().rev() {
+            if later.is_some_and(|l| l.saturating_sub(start) > gap) {
+                return (Some(peak), false);
+            }
             // A bucket that ends after `since_ms` holds samples inside the window.
             if start.saturating_add(self.width_ms) <= since_ms {
                 break;
@@ -271,6 +282,7 @@ impl Recent {
                 UNKNOWN => return (None, covered),
                 u => peak = peak.max(u),
             }
+            later = Some(start);
         }
         (Some(peak), covered)
     }
@@ -780,7 +792,7 @@ mod tests {
     fn idle_for(secs: u64, gpus: &[GpuInfo]) -> Recent {
         let mut r = Recent::new(Duration::from_secs(1));
         for t in 0..=secs {
-            r.push(t * 1000, gpus);
+            r.push(t * 1000, gpus, false);
         }
         r
     }
@@ -873,7 +885,7 @@ mod tests {
         // Busy until 40 s, idle after: free once 30 s of idle samples are held.
         for t in (0..=100u64).step_by(2) {
             let util = if t <= 40 { 80 } else { 0 };
-            r.push(t * 1000, &[gpu(0, 0, util)]);
+            r.push(t * 1000, &[gpu(0, 0, util)], false);
             let (s, _) = judge(&gpu(0, 0, util), true, false, Some(&r), t * 1000, &c);
             let expect = if t <= 40 {
                 State::Busy
@@ -901,10 +913,40 @@ mod tests {
     }
 
     #[test]
+    fn gaps_and_stale_samples_are_not_idle_time() {
+        let c = Criteria::default();
+        let idle = [gpu(0, 0, 0)];
+        // Idle for 40 s, then nothing for 5 minutes (host down), then idle again: the settle
+        // time starts over.
+        let mut r = Recent::new(Duration::from_secs(2));
+        for t in (0..=40u64).step_by(2) {
+            r.push(t * 1000, &idle, false);
+        }
+        r.push(340_000, &idle, false);
+        assert_eq!(
+            judge(&idle[0], true, false, Some(&r), 340_000, &c).0,
+            State::Settling
+        );
+        for t in (342..=372u64).step_by(2) {
+            r.push(t * 1000, &idle, false);
+        }
+        assert_eq!(
+            judge(&idle[0], true, false, Some(&r), 372_000, &c).0,
+            State::Free
+        );
+        // A stale sample repeating "idle" is no evidence.
+        r.push(374_000, &idle, true);
+        assert_eq!(
+            judge(&idle[0], true, false, Some(&r), 374_000, &c).0,
+            State::Settling
+        );
+    }
+
+    #[test]
     fn the_ring_is_bounded_whatever_the_interval() {
         let mut r = Recent::new(Duration::from_millis(100));
         for t in 0..100_000u64 {
-            r.push(t * 100, &[gpu(0, 0, 0)]);
+            r.push(t * 100, &[gpu(0, 0, 0)], false);
         }
         assert!(r.starts.len() <= 6002, "{}", r.starts.len());
         assert_eq!(r.peaks.len(), r.starts.len());

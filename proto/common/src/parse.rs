@@ -14,8 +14,8 @@ pub const MIN_DURATION: Duration = Duration::from_millis(100);
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let d = match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-        Ok(_) => return Err(format!("{s:?} is not a positive duration")),
+        Ok(secs) => Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a positive duration of a sane length"))?,
         Err(_) => humantime::parse_duration(s)
             .map_err(|e| format!("{s:?} is not a duration (e.g. 2s, 500ms): {e}"))?,
     };
@@ -83,8 +83,8 @@ pub fn parse_size(s: &str, what: &str, range: RangeInclusive<usize>) -> Result<u
 pub fn parse_span(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     match t.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
-        Ok(_) => Err(format!("{s:?} is not a positive duration")),
+        Ok(secs) => Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a positive duration of a sane length")),
         Err(_) => humantime::parse_duration(t)
             .map_err(|e| format!("{s:?} is not a duration (e.g. 30s, 10m, 1h): {e}")),
     }
@@ -149,6 +149,8 @@ mod tests {
         assert_eq!(parse_span("0"), Ok(Duration::ZERO));
         assert_eq!(parse_span("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_span("soon").is_err_and(|e| e.contains("soon")));
+        assert!(parse_span("1e20").is_err_and(|e| e.contains("1e20")));
+        assert!(parse_duration("1e30").is_err());
         // Overflow saturates and is then out of range, not wrapped into it.
         assert!(parse_size("99999999999999999999", "x", r.clone()).is_err());
         assert!(parse_size(&format!("{}M", usize::MAX / 2), "x", r).is_err());
