@@ -47,8 +47,9 @@ sleep 12
 n=$(HMON_HUB=ws://127.0.0.1:5091 HMON_VIEWER_TOKEN=view "$rel/hmonitor" status --json \
       --socket "$work/none.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 echo "status --json lists $n GPUs"
+# A pause before each run: the agent relays at most 4 questions a second for its host.
 HMON_HUB=ws://127.0.0.1:5091 HMON_VIEWER_TOKEN=view hyperfine -N --warmup 3 --runs "$RUNS" \
-  --export-json "$work/status.json" \
+  --prepare "sleep 0.3" --export-json "$work/status.json" \
   "$rel/hmonitor status --json --socket $work/none.sock" \
   "$rel/hmonitor status --json --socket $work/relay.sock" \
   "curl -s -H 'Authorization: Bearer view' http://127.0.0.1:5091/api/hosts -o /dev/null"
