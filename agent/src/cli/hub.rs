@@ -1,9 +1,9 @@
 //! The hub straight from the CLI, where no agent relays for it: the URL and viewer token from
 //! `~/.config/hmonitor/cli.toml` (`hub = "https://hub:5000"`, `viewer_token` or
-//! `viewer_token_file`), overridden by `HMON_HUB` and `HMON_VIEWER_TOKEN`.
+//! `viewer_token_file`), overridden by `HMON_HUB` and `HMON_VIEWER_TOKEN`; TLS as for the
+//! agent's own connection (`HMON_CA`, `HMON_INSECURE_SKIP_VERIFY`, else the system's CA store).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -33,6 +33,8 @@ pub struct HubTarget {
     /// `http(s)://host:port`, without a path.
     pub base: String,
     pub token: Option<String>,
+    /// `HMON_CA` / `HMON_INSECURE_SKIP_VERIFY`, as for the agent's own connection.
+    pub tls: crate::tls::ClientTls,
 }
 
 /// `~/.config/hmonitor/cli.toml` ($XDG_CONFIG_HOME first).
@@ -64,7 +66,10 @@ fn read_file(path: &Path) -> Result<Option<CliFile>, String> {
 }
 
 /// The hub as configured; `hub_env` is the first `HMON_HUB` URL, if set.
-pub fn target(hub_env: Option<String>) -> Result<Option<HubTarget>, String> {
+pub fn target(
+    hub_env: Option<String>,
+    tls: crate::tls::ClientTls,
+) -> Result<Option<HubTarget>, String> {
     let path = config_path();
     let file = match &path {
         Some(p) => read_file(p)?.unwrap_or_default(),
@@ -88,6 +93,7 @@ pub fn target(hub_env: Option<String>) -> Result<Option<HubTarget>, String> {
     Ok(Some(HubTarget {
         base: base_url(&url)?,
         token,
+        tls,
     }))
 }
 
@@ -142,7 +148,7 @@ async fn fetch(t: &HubTarget, url: &str) -> Result<Vec<u8>, String> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
     if tls {
-        let config = tls_config()?;
+        let config = crate::push::client_tls(&t.tls).map_err(|e| e.to_string())?;
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| format!("bad TLS name {host:?}: {e}"))?;
         let stream = tokio_rustls::TlsConnector::from(config)
@@ -183,31 +189,6 @@ where
         return Err(format!("HTTP {status}: {}{hint}", text.trim()));
     }
     Ok(body.to_vec())
-}
-
-/// The system's CA store, or HMON_CA's.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = std::env::var_os("HMON_CA").filter(|v| !v.is_empty()) {
-        let pem = std::fs::read(&ca).map_err(|e| format!("HMON_CA {ca:?}: {e}"))?;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("HMON_CA {ca:?}: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("HMON_CA {ca:?}: {e}"))?;
-        }
-    } else {
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

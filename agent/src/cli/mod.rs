@@ -672,5 +672,5 @@ async fn cluster(args: &Args, socket: &Path, q: &Query) -> anyhow::Result<Vec<Gp
 /// The hub the CLI asks itself (cli.toml, `HMON_HUB`), if one is configured.
 fn cli_hub(args: &Args) -> anyhow::Result<Option<hub::HubTarget>> {
     let hub_env = args.hubs().first().map(ToString::to_string);
-    hub::target(hub_env).map_err(anyhow::Error::msg)
+    hub::target(hub_env, args.tls.client()).map_err(anyhow::Error::msg)
 }

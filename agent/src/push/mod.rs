@@ -133,10 +133,7 @@ impl Pusher {
             None => None,
         };
         let tls = if cfg.hubs.iter().any(HubUrl::is_tls) {
-            match crate::tls::client_config(&cfg.tls)? {
-                Some(custom) => Some(custom),
-                None => Some(tls_config()?),
-            }
+            Some(client_tls(&cfg.tls)?)
         } else {
             None
         };
@@ -367,6 +364,15 @@ fn hub_interval(ms: u32, own: Duration) -> Duration {
         own
     } else {
         Duration::from_millis(u64::from(ms)).clamp(MIN_INTERVAL, MAX_INTERVAL)
+    }
+}
+
+/// The TLS client configuration for a hub: `HMON_CA` / `HMON_INSECURE_SKIP_VERIFY` when set,
+/// else the system's CA store. The push client and the CLI's own hub requests share it.
+pub fn client_tls(tls: &crate::tls::ClientTls) -> Result<Arc<rustls::ClientConfig>, PushError> {
+    match crate::tls::client_config(tls)? {
+        Some(custom) => Ok(custom),
+        None => tls_config(),
     }
 }
 

@@ -273,6 +273,29 @@ fn tls_a_good_certificate_connects_and_a_wrong_ca_an_expired_one_or_a_wrong_name
     eventually(Duration::from_secs(10), || {
         (!good.proc.lines("agent tls-good connected").is_empty()).then_some(())
     });
+    // The CLI asking the hub itself (no agent here) trusts the same HMON_CA, and names the
+    // hub and the reason when it may not.
+    let status = |env: &[(&str, &str)]| {
+        let mut c = crate::harness::clean(std::process::Command::new(crate::harness::agent_bin()));
+        c.args(["status", "--json", "--socket", "/nonexistent/agent.sock"])
+            .env("HMON_HUB", &url);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run hmonitor status")
+    };
+    let o = eventually(Duration::from_secs(10), || {
+        let o = status(&[("HMON_CA", &ca_pem)]);
+        o.status.success().then_some(o)
+    });
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(rows.is_array(), "{rows}");
+    let o = status(&[("HMON_CA", &other_pem)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("https://localhost") && err.contains("TLS"),
+        "{err}"
+    );
     // A plain-HTTP client gets no answer from the TLS port.
     let (head, _) = http_get(good.addr, "/healthz", &[]);
     assert!(!head.contains("200 OK"), "{head}");
