@@ -13,15 +13,7 @@ cd "$(dirname "$0")/../.."
 VENV=${VENV:-target/venv-gpustat}
 RUNS=${RUNS:-20}
 rel=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 64); do sleep 600 & pids+=($!); done
-python3 agent/scripts/bench-scenario.py "$work/scenario.json" 8 "${pids[@]}"
-mkdir -p "$work/lib"
-ln -s "$PWD/$rel/libnvidia_ml.so" "$work/lib/libnvidia-ml.so.1"
-export HMON_STUB_SCENARIO="$work/scenario.json" LD_LIBRARY_PATH="$work/lib"
+source agent/scripts/stub-scenario.sh
 
 echo "== 1. hmonitor free against gpustat --json"
 "$rel/hmonitor" --listen 127.0.0.1:0 --socket "$work/agent.sock" 2>/dev/null & pids+=($!)

@@ -7,15 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${VENV:-target/venv-gpustat}
 RUNS=${RUNS:-20}
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 64); do sleep 600 & pids+=($!); done
-python3 agent/scripts/bench-scenario.py "$work/scenario.json" 8 "${pids[@]}"
-mkdir -p "$work/lib"
-ln -s "$PWD/target/release/libnvidia_ml.so" "$work/lib/libnvidia-ml.so.1"
-export HMON_STUB_SCENARIO="$work/scenario.json" LD_LIBRARY_PATH="$work/lib"
+source agent/scripts/stub-scenario.sh
 # Both read the same stand-in through the loader path.
 "target/release/hmonitor" --once --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print("hmonitor:", len(r["gpus"]), "GPUs,", sum(len(g["procs"]) for g in r["gpus"]), "processes")'
 "$VENV/bin/gpustat" --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print("gpustat: ", len(r["gpus"]), "GPUs,", sum(len(g["processes"]) for g in r["gpus"]), "processes")'
