@@ -111,6 +111,12 @@ pub async fn forget(
         }
     };
     let was_known = app.hub.forget(&id);
+    let alerts = app.alerts.clone();
+    let host = id.clone();
+    // Its alerts go too, untold (SQLite, so off the async workers).
+    if let Err(e) = tokio::task::spawn_blocking(move || alerts.forget_host(&host)).await {
+        tracing::error!("forgetting the alerts of {id:?}: {e}");
+    }
     if !was_pinned && !was_known {
         return (StatusCode::NOT_FOUND, format!("no host {id:?}\n")).into_response();
     }

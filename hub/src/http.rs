@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::{admin, agent_ws, assets, history_api, live, App};
+use crate::{admin, agent_ws, alerts_api, assets, history_api, live, App};
 
 pub fn router(app: App) -> Router {
     let viewers = Router::new()
@@ -24,6 +24,16 @@ pub fn router(app: App) -> Router {
         .route("/api/usage", get(history_api::usage))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::handler))
+        .route("/api/alerts", get(alerts_api::overview))
+        .route(
+            "/api/alerts/subscriptions",
+            axum::routing::post(alerts_api::subscribe),
+        )
+        .route(
+            "/api/alerts/subscriptions/{id}",
+            axum::routing::delete(alerts_api::unsubscribe),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(alerts_api::MAX_BODY))
         .layer(middleware::from_fn_with_state(app.clone(), viewer_gate));
     let admin = Router::new()
         .route("/api/admin/hosts", get(admin::hosts))
@@ -31,6 +41,19 @@ pub fn router(app: App) -> Router {
             "/api/admin/hosts/{id}",
             axum::routing::delete(admin::forget),
         )
+        .route(
+            "/api/admin/alerts/silences",
+            axum::routing::post(alerts_api::silence),
+        )
+        .route(
+            "/api/admin/alerts/silences/{id}",
+            axum::routing::delete(alerts_api::unsilence),
+        )
+        .route(
+            "/api/admin/alerts/subscriptions/{id}",
+            axum::routing::delete(alerts_api::admin_unsubscribe),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(alerts_api::MAX_BODY))
         .layer(middleware::from_fn_with_state(app.clone(), admin::gate));
     Router::new()
         // Agents authenticate with their own tokens; the viewer gate does not apply.

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod admin_cli;
 pub mod agent_ws;
+pub mod alerts;
+pub mod alerts_api;
 pub mod assets;
 pub mod close;
 pub mod config;
@@ -44,4 +46,6 @@ pub struct App {
     pub refusals: Arc<refusal_log::RefusalLog>,
     /// What admin actions (`/api/admin/…`) must present.
     pub admins: hmonitor_common::auth::TokenGate,
+    /// Rules, their state, subscriptions and silences.
+    pub alerts: Arc<alerts::Alerts>,
 }

@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::alerts::Alerts;
 use crate::state::Hub;
 use crate::App;
 
@@ -136,9 +137,10 @@ const HOST_GAUGES: &[(&str, &str)] = &[
 ];
 
 /// The hub's counters and gauges, and every host's readings, as OpenMetrics text.
-pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
+pub fn render(hub: &Hub, alerts: &Alerts) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("hmonitor");
     hub_health(&mut reg, hub);
+    alert_metrics(&mut reg, alerts);
     let g = Gauges::new(&mut reg, HOST_GAUGES);
     for state in hub.hosts() {
         host(&g, &state);
@@ -215,6 +217,51 @@ fn hub_health(reg: &mut Registry, hub: &Hub) {
         let g: Gauge<f64, AtomicU64> = Gauge::default();
         g.set(value);
         reg.register(name, help, g);
+    }
+}
+
+/// `alert_firing{rule,kind,host,gpu,user,entity}` = 1 per firing alert (for labs that route
+/// through Alertmanager), and each channel's message counts.
+fn alert_metrics(reg: &mut Registry, alerts: &Alerts) {
+    let firing = G::default();
+    reg.register(
+        "alert_firing",
+        "1 for each alert that fires now (rule, kind, host, gpu, user, entity)",
+        firing.clone(),
+    );
+    for r in alerts.firing() {
+        let labels: Labels = vec![
+            ("rule", r.rule.clone()),
+            ("kind", r.kind.clone()),
+            ("host", r.labels.host.clone()),
+            (
+                "gpu",
+                r.labels.gpu.map(|g| g.to_string()).unwrap_or_default(),
+            ),
+            ("user", r.labels.user.clone()),
+            ("entity", r.entity.clone()),
+        ];
+        firing.get_or_create(&labels).set(1.0);
+    }
+    let sent: Family<Labels, Counter<u64>> = Family::default();
+    reg.register(
+        "alert_messages",
+        "Alert messages per channel and result (sent, failed after retries, retried, dropped with a full queue)",
+        sent.clone(),
+    );
+    for c in alerts.channel_counters() {
+        for (result, n) in [
+            ("sent", c.1),
+            ("failed", c.2),
+            ("retried", c.3),
+            ("dropped", c.4),
+        ] {
+            sent.get_or_create(&vec![
+                ("channel", c.0.clone()),
+                ("result", result.to_owned()),
+            ])
+            .inc_by(n);
+        }
     }
 }
 
@@ -398,7 +445,7 @@ pub async fn handler(State(app): State<App>, headers: axum::http::HeaderMap) -> 
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    match render(&app.hub) {
+    match render(&app.hub, &app.alerts) {
         Ok(body) if openmetrics => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Ok(body) => ([(header::CONTENT_TYPE, TEXT_004)], to_text_004(&body)).into_response(),
         Err(e) => {

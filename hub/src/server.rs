@@ -44,6 +44,8 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot open the alerts store: {0}")]
+    Alerts(#[from] crate::alerts::AlertsError),
     #[error("cannot start the local agent: {0}")]
     LocalAgent(String),
     #[error("HTTP server failed: {0}")]
@@ -121,6 +123,7 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
     let identity = Arc::new(Identity::open(&cfg.data_dir, reserved)?);
     let viewers = TokenGate::new(cfg.viewer_token.clone());
     let admins = TokenGate::new(cfg.admin_token.clone());
+    let alerts = crate::alerts::Alerts::open(cfg.alerts.clone(), &cfg.data_dir)?;
     let app = App {
         hub,
         cfg,
@@ -130,6 +133,7 @@ pub async fn bind(cfg: HubConfig) -> Result<Server, ServeError> {
         identity,
         refusals: Arc::default(),
         admins,
+        alerts,
     };
     Ok(Server {
         app,
@@ -279,6 +283,8 @@ impl Server {
             result
         };
 
+        let alerting = app.alerts.clone().run(hub.clone(), stop.wait());
+
         let local = async {
             if let Some(agent) = local {
                 agent.run(stop.wait()).await;
@@ -309,8 +315,8 @@ impl Server {
             Ok::<(), ServeError>(())
         };
 
-        let ((), (), grpc_result, (), http_result) =
-            tokio::join!(sweeper, pollers, grpc, local, http);
+        let ((), (), grpc_result, (), http_result, ()) =
+            tokio::join!(sweeper, pollers, grpc, local, http, alerting);
         signal.abort();
         // Every sender of history records is done: store what is queued, then return.
         if let Some(history) = hub.history().cloned() {

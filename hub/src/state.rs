@@ -269,6 +269,20 @@ impl Hub {
         rows
     }
 
+    /// Calls `f` with every host's state, under the map's read locks: `f` must be short and
+    /// must not touch the hub (the alert rules read the map this way, allocating nothing for
+    /// a host that raises no alert).
+    pub fn visit_hosts(&self, mut f: impl FnMut(&HostState)) {
+        for e in &self.hosts {
+            f(&e.state);
+        }
+    }
+
+    /// `f` of one host's state, under its read lock.
+    pub fn with_host<R>(&self, id: &str, f: impl FnOnce(&HostState) -> R) -> Option<R> {
+        self.hosts.get(id).map(|e| f(&e.state))
+    }
+
     /// Attaches the history store; a second call is ignored.
     pub fn set_history(&self, history: Arc<crate::history::History>) {
         let _ = self.history.set(history);

@@ -152,6 +152,11 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) pull: Vec<Spanned<PullEntry>>,
     pub(super) settings_py: Option<PathBuf>,
+    /// `[alerts]`: channels and rules, checked across entries in `resolve`.
+    pub(super) alerts: Option<Spanned<crate::alerts::config::AlertsFile>>,
+    /// `[users.NAME]`: how each lab member is told about their own processes.
+    #[serde(default)]
+    pub(super) users: BTreeMap<String, Spanned<crate::alerts::config::Contacts>>,
 }
 
 #[derive(Debug, Deserialize)]

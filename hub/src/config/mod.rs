@@ -128,6 +128,8 @@ pub struct HubConfig {
     pub history: crate::history::Retention,
     /// Where the configuration came from, for the start-up log (never holds a token).
     pub sources: Vec<String>,
+    /// Alert channels, rules and contacts (`[alerts]`, `[users]`).
+    pub alerts: crate::alerts::config::AlertsConfig,
 }
 
 impl HubConfig {
@@ -172,6 +174,7 @@ impl Default for HubConfig {
             tls: None,
             history: crate::history::Retention::default(),
             sources: Vec::new(),
+            alerts: crate::alerts::config::AlertsConfig::default(),
         }
     }
 }
@@ -207,6 +210,7 @@ impl fmt::Debug for HubConfig {
             .field("tls", &self.tls)
             .field("history", &self.history)
             .field("sources", &self.sources)
+            .field("alerts", &self.alerts)
             .finish()
     }
 }

@@ -146,6 +146,32 @@ pub fn resolve(
     };
     history.check().map_err(ConfigError::History)?;
 
+    let alerts = match file {
+        Some(c) => {
+            let empty = crate::alerts::config::AlertsFile::default();
+            let (table, base) = f
+                .alerts
+                .as_ref()
+                .map_or((&empty, 0), |a| (a.get_ref(), a.span().start));
+            let dir = c.relative(std::path::Path::new("."));
+            let cfg = crate::alerts::config::check(table, &f.users, &dir).map_err(|e| {
+                // Errors of the whole table point at its start.
+                let offset = if e.offset == 0 { base } else { e.offset };
+                invalid_at(&c.path, &c.text, offset, &e.message)
+            })?;
+            if !cfg.rules.is_empty() {
+                sources.push(format!(
+                    "alerts: {} rule(s), {} channel(s), {} user contact(s)",
+                    cfg.rules.len(),
+                    cfg.channels.len(),
+                    cfg.users.len()
+                ));
+            }
+            cfg
+        }
+        None => crate::alerts::config::AlertsConfig::default(),
+    };
+
     Ok(HubConfig {
         listen: args.listen.or(f.listen).unwrap_or(d.listen),
         grpc_listen: args.grpc_listen.or(f.grpc_listen),
@@ -254,6 +280,7 @@ pub fn resolve(
         )?,
         history,
         sources,
+        alerts,
     })
 }
 
