@@ -34,6 +34,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Hosts { hub, action } => admin_cli::hosts(&cfg, hub.as_deref(), action).await,
+            Command::Alerts { action } => alerts_command(&cfg, action).await,
         };
     }
     raise_fd_limit();
@@ -53,6 +54,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn alerts_command(
+    cfg: &config::HubConfig,
+    action: &config::AlertsAction,
+) -> anyhow::Result<()> {
+    let a = &cfg.alerts;
+    match action {
+        config::AlertsAction::Test { channel } => {
+            hmonitor_hub::alerts::test_channel(a, channel).await?;
+            println!("test message sent on {channel}: accepted");
+        }
+        config::AlertsAction::List => {
+            if a.channels.is_empty() && a.rules.is_empty() {
+                println!("no [alerts] configured (see --config)");
+            }
+            for c in &a.channels {
+                println!("channel {} ({})", c.name, c.kind.as_str());
+            }
+            for r in &a.rules {
+                let notify: Vec<&str> = r
+                    .notify
+                    .iter()
+                    .filter_map(|&i| a.channels.get(i).map(|c| c.name.as_str()))
+                    .collect();
+                println!(
+                    "rule {} ({}), for {}, notify {}",
+                    r.name,
+                    r.kind.as_str(),
+                    humantime::format_duration(r.for_),
+                    if notify.is_empty() {
+                        "owners only".to_owned()
+                    } else {
+                        notify.join(", ")
+                    }
+                );
+            }
+        }
+    }
     Ok(())
 }
 

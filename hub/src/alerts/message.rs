@@ -28,14 +28,18 @@ pub struct Delivery {
     /// Ids the chat channels mention (owners).
     pub mentions: Vec<String>,
     pub items: Vec<Item>,
-    /// A free-text message (the `alerts test` command, subscriptions), instead of items.
+    /// A free-text message (the `alerts test` command), instead of items.
     pub text: Option<(String, String)>,
+    /// When it was made (Unix ms): "for 5m" is counted to here, so every retry of a message
+    /// says the same.
+    pub at_ms: u64,
 }
 
 impl Delivery {
     /// Adds `other`'s items and mentions (same recipient): how a backlog becomes a digest.
     pub fn merge(&mut self, other: Delivery) {
         self.items.extend(other.items);
+        self.at_ms = self.at_ms.max(other.at_ms);
         for m in other.mentions {
             if !self.mentions.contains(&m) {
                 self.mentions.push(m);
@@ -130,6 +134,7 @@ pub fn line(item: &Item, now_ms: u64) -> String {
 
 /// The title and body of a message.
 pub fn text(d: &Delivery, style: &Style, now_ms: u64) -> (String, String) {
+    let now_ms = if d.at_ms > 0 { d.at_ms } else { now_ms };
     if let Some((title, body)) = &d.text {
         return (title.clone(), body.clone());
     }

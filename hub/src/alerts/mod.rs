@@ -703,6 +703,7 @@ pub async fn test_channel(cfg: &AlertsConfig, name: &str) -> Result<(), AlertsEr
         to: None,
         mentions: Vec::new(),
         items: Vec::new(),
+        at_ms: now_ms(),
         text: Some((
             "[hmonitor] test message".to_owned(),
             format!(

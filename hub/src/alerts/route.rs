@@ -73,6 +73,7 @@ impl Batch {
             .entry((channel, to.clone()))
             .or_insert_with(|| Delivery {
                 to,
+                at_ms: hmonitor_proto::unix_ms(std::time::SystemTime::now()),
                 ..Delivery::default()
             });
         if let Some(m) = mention {

@@ -201,6 +201,23 @@ pub enum Command {
         #[command(subcommand)]
         action: HostsAction,
     },
+    /// Alert channels: send a test message to check one works.
+    Alerts {
+        #[command(subcommand)]
+        action: AlertsAction,
+    },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum AlertsAction {
+    /// Send a test message on the channel named CHANNEL (of `[[alerts.channel]]` in --config),
+    /// once, and say whether it was accepted.
+    Test {
+        /// The channel's name.
+        channel: String,
+    },
+    /// List the configured channels and rules.
+    List,
 }
 
 #[derive(Clone, Debug, clap::Subcommand)]

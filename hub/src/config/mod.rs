@@ -29,7 +29,7 @@ use hmonitor_sampler::{SamplerConfig, CMDLINE_MAX};
 
 use crate::enrollment::{self, EnrollmentError, GeneratedToken, StoredToken};
 
-pub use args::{Args, Command, HostsAction};
+pub use args::{AlertsAction, Args, Command, HostsAction};
 pub use file::ConfigFile;
 pub use resolve::resolve;
 pub use settings_py::{parse_settings_py, SettingsPyEntry, SettingsPyError};

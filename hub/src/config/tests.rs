@@ -899,3 +899,164 @@ fn enroll_line_names_the_hub_and_the_token() {
     );
     assert_eq!(loaded.enrollment_token.as_deref(), Some(token.as_str()));
 }
+
+fn resolve_err(text: &str) -> (usize, String) {
+    let f = match ConfigFile::parse(Path::new("hub.toml"), text.to_owned()) {
+        Ok(f) => f,
+        Err(ConfigError::Invalid { line, message, .. }) => return (line, message),
+        Err(other) => panic!("unexpected error {other}"),
+    };
+    match resolve(&args(&[]), Some(&f), None) {
+        Err(ConfigError::Invalid { line, message, .. }) => (line, message),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("accepted:\n{text}"),
+    }
+}
+
+const ALERTS: &str = r#"
+[alerts]
+interval = "2s"
+page_url = "https://hub.lab.example/"
+timezone = "Asia/Shanghai"
+
+[[alerts.channel]]
+name = "lab"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+template = '{"text": {{ summary }}}'
+rate_limit = "10/m"
+
+[[alerts.channel]]
+name = "feishu"
+kind = "lark"
+url = "https://open.feishu.cn/open-apis/bot/v2/hook/x"
+secret = "demo"
+
+[[alerts.channel]]
+name = "mail"
+kind = "email"
+smtp = "smtp.lab.example:587"
+from = "hmonitor <hmonitor@lab.example>"
+to = ["admins@lab.example"]
+
+[[alerts.rule]]
+kind = "host_down"
+for = "2m"
+notify = ["lab"]
+
+[[alerts.rule]]
+name = "hot"
+kind = "gpu_temp"
+threshold = 88
+quiet_hours = "23:00-07:30"
+hosts = ["gpu*", "!gpu-test*"]
+notify = ["lab", "feishu"]
+
+[[alerts.rule]]
+kind = "idle_hog"
+min_mem = "20GiB"
+max_util = 2
+for = "3h"
+escalate_after = "1h"
+notify = ["mail"]
+
+[users.alice]
+email = "alice@lab.example"
+feishu = "ou_123"
+"#;
+
+#[test]
+fn alerts_are_read_with_their_channels_rules_and_users() {
+    let f = file(ALERTS);
+    let cfg = resolve(&args(&[]), Some(&f), None).expect("resolves");
+    let a = &cfg.alerts;
+    assert_eq!(a.interval, Duration::from_secs(2));
+    assert_eq!(
+        a.channels
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["lab", "feishu", "mail"]
+    );
+    assert_eq!(
+        a.channels[1].kind,
+        crate::alerts::config::ChannelKind::Feishu
+    );
+    assert_eq!(a.channels[2].email.as_ref().map(|e| e.port), Some(587));
+    assert_eq!(a.rules.len(), 3);
+    assert_eq!(a.rules[0].name, "host_down");
+    assert_eq!(a.rules[0].for_, Duration::from_secs(120));
+    assert_eq!(a.rules[1].threshold, 88.0);
+    assert_eq!(a.rules[1].notify, [0, 1]);
+    assert!(a.rules[1].scope.hosts.allows(&["gpu-3"]));
+    assert!(!a.rules[1].scope.hosts.allows(&["gpu-test1"]));
+    assert_eq!(a.rules[2].min_mem, 20 << 30);
+    assert_eq!(a.rules[2].escalate_after, Some(Duration::from_secs(3600)));
+    assert_eq!(a.users["alice"].feishu.as_deref(), Some("ou_123"));
+    // No secret reaches a log.
+    assert!(!format!("{cfg:?}").contains("demo"));
+}
+
+#[test]
+fn alert_mistakes_are_refused_with_their_line() {
+    let base = "[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"http://x/\"\n";
+    let (line, msg) = resolve_err(&format!(
+        "{base}\n[[alerts.rule]]\nkind = \"host_down\"\nnotify = [\"lab\", \"nope\"]\n"
+    ));
+    assert_eq!(line, 8, "{msg}");
+    assert!(
+        msg.contains("unknown channel \"nope\"") && msg.contains("lab"),
+        "{msg}"
+    );
+    let (line, msg) = resolve_err(&format!(
+        "{base}\n[[alerts.rule]]\nkind = \"gpu_melted\"\nnotify = [\"lab\"]\n"
+    ));
+    assert_eq!(line, 7, "{msg}");
+    assert!(msg.contains("gpu_melted"), "{msg}");
+    let (line, msg) = resolve_err(&format!(
+        "{base}\n[[alerts.rule]]\nkind = \"host_down\"\nfor = \"soon\"\nnotify = [\"lab\"]\n"
+    ));
+    assert_eq!(line, 8, "{msg}");
+    assert!(msg.contains("soon"), "{msg}");
+    let (line, msg) =
+        resolve_err("[[alerts.channel]]\nname = \"x\"\nkind = \"pager\"\nurl = \"http://x/\"\n");
+    assert_eq!(line, 3, "{msg}");
+    assert!(msg.contains("pager"), "{msg}");
+    let (line, msg) = resolve_err(&format!(
+        "{base}\n[[alerts.rule]]\nkind = \"host_down\"\nthreshold = 3\nnotify = [\"lab\"]\n"
+    ));
+    assert_eq!(line, 6, "{msg}");
+    assert!(msg.contains("threshold"), "{msg}");
+    let (_, msg) = resolve_err("[[alerts.channel]]\nname = \"x\"\nkind = \"slack\"\n");
+    assert!(msg.contains("needs a url"), "{msg}");
+    let (line, msg) = resolve_err(&format!("{base}[users.bob]\nemail = \"bob@x\"\n"));
+    assert_eq!(line, 5, "{msg}");
+    assert!(msg.contains("no email channel"), "{msg}");
+    let (line, msg) = resolve_err(&format!("{base}\n[[alerts.rule]]\nkind = \"host_down\"\nquiet_hours = \"late\"\nnotify = [\"lab\"]\n"));
+    assert_eq!(line, 8, "{msg}");
+}
+
+#[test]
+fn alert_secrets_come_from_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hook.url"),
+        "https://oapi.dingtalk.com/robot/send?access_token=t\n",
+    )
+    .expect("writes");
+    std::fs::write(dir.path().join("ding.secret"), "SECabc\n").expect("writes");
+    let text = "[[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl_file = \"hook.url\"\nsecret_file = \"ding.secret\"\n";
+    let f = ConfigFile::parse(&dir.path().join("hub.toml"), text.to_owned()).expect("parses");
+    let cfg = resolve(&args(&[]), Some(&f), None).expect("resolves");
+    let c = &cfg.alerts.channels[0];
+    assert_eq!(c.url, "https://oapi.dingtalk.com/robot/send?access_token=t");
+    assert_eq!(c.secret.as_deref(), Some("SECabc"));
+    let missing = text.replace("ding.secret", "absent.secret");
+    let f = ConfigFile::parse(&dir.path().join("hub.toml"), missing).expect("parses");
+    match resolve(&args(&[]), Some(&f), None) {
+        Err(ConfigError::Invalid { message, .. }) => {
+            assert!(message.contains("absent.secret"), "{message}")
+        }
+        other => panic!("accepted or odd: {:?}", other.map(|_| ())),
+    }
+}

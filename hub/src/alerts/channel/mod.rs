@@ -24,7 +24,7 @@ const MAX_CHAT_BYTES: usize = 2048;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("{0}")]
-    Http(#[from] reqwest::Error),
+    Http(String),
     #[error("HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     Status { status: u16, body: String },
     #[error("redirect to {0:?} not followed (configure the final URL)")]
@@ -54,7 +54,8 @@ impl Sender {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .user_agent(concat!("hmonitor-hub/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|e| SendError::Http(chain(&e)))?;
         let mail = match &cfg.email {
             Some(e) => Some(email::Mailer::new(e, cfg.timeout)?),
             None => None,
@@ -200,7 +201,15 @@ impl Sender {
     }
 
     async fn finish(&self, req: reqwest::RequestBuilder, check: Check) -> Result<(), SendError> {
-        let mut resp = req.send().await?;
+        let timeout = self.cfg.timeout;
+        let http = |e: reqwest::Error| {
+            if e.is_timeout() {
+                SendError::Timeout(timeout)
+            } else {
+                SendError::Http(chain(&e))
+            }
+        };
+        let mut resp = req.send().await.map_err(http)?;
         let status = resp.status();
         if status.is_redirection() {
             let to = resp
@@ -212,7 +221,7 @@ impl Sender {
             return Err(SendError::Redirect(to));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
+        while let Some(chunk) = resp.chunk().await.map_err(http)? {
             let room = MAX_ANSWER.saturating_sub(body.len());
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if room <= chunk.len() {
@@ -252,6 +261,22 @@ enum Check {
     Status,
     /// And the body's JSON field (errcode, code) is 0.
     Code(&'static str),
+}
+
+/// An error with its causes ("error sending request: connection refused"): reqwest's own
+/// message alone does not say what went wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 fn render(template: &str, ctx: &Value) -> Result<String, SendError> {
