@@ -884,3 +884,153 @@ async fn a_hub_with_a_bad_alerts_section_refuses_to_start_naming_the_line() {
     );
     let _ = agent_with;
 }
+
+/// The local SMTP server (PyPI aiosmtpd): STARTTLS required before AUTH; each message is
+/// written to a file.
+struct Smtp {
+    proc: hmonitor_testkit::Proc,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start(cert: &Path, key: &Path) -> Self {
+        let out = tempfile::tempdir().expect("tempdir");
+        // It prints "ready PORT" on stdout, which a Proc does not watch: into a file.
+        let ready = out.path().join("ready");
+        let wrapped = format!(
+            "exec python3 -u {} {} {} {} hm s3cret > {}",
+            shell(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/sink.py")),
+            shell(cert),
+            shell(key),
+            shell(&out.path().join("mail")),
+            shell(&ready)
+        );
+        let proc = hmonitor_testkit::Proc::start({
+            let mut c = Command::new("sh");
+            c.args(["-c", &wrapped]);
+            c
+        });
+        let port = eventually(Duration::from_secs(20), || {
+            let s = std::fs::read_to_string(&ready).ok()?;
+            s.trim().strip_prefix("ready ")?.parse().ok()
+        });
+        Self { proc, port, out }
+    }
+
+    fn mails(&self) -> Vec<String> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.out.path().join("mail"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v.iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+}
+
+fn shell(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_over_starttls_with_a_password_from_a_file_to_admins_and_owners() {
+    let pki = crate::deploy::Pki {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.leaf("smtp", &["localhost"], &ca, false);
+    let smtp = Smtp::start(&cert, &key);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("smtp.pass"), "s3cret\n").expect("write");
+    let (_, me) = current_user();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[alerts]\ninterval = \"200ms\"\n\
+             [[alerts.channel]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"localhost:{}\"\ntls = \"starttls\"\n\
+             username = \"hm\"\npassword_file = \"smtp.pass\"\nca_file = \"{}\"\n\
+             from = \"hmonitor <hmonitor@lab.example>\"\nto = [\"admins@lab.example\"]\n\
+             [[alerts.rule]]\nkind = \"host_down\"\nfor = \"1s\"\nnotify = [\"mail\"]\n\
+             [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"1GiB\"\nfor = \"1s\"\nescalate_after = \"1h\"\nnotify = [\"mail\"]\n\
+             [users.\"{me}\"]\nemail = \"owner@lab.example\"\n",
+            smtp.port,
+            pki.path("ca.pem").display()
+        ),
+    );
+    // The CLI's test message first: the configuration works end to end.
+    let out = tokio::task::spawn_blocking({
+        let (cfg, data) = (cfg.clone(), dir.path().to_owned());
+        move || {
+            clean(Command::new(env!("CARGO_BIN_EXE_hmonitor-hub")))
+                .arg("--config")
+                .arg(cfg)
+                .arg("--data-dir")
+                .arg(data)
+                .args(["alerts", "test", "mail"])
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mails = eventually(Duration::from_secs(10), || {
+        let m = smtp.mails();
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(
+        mails[0].contains("X-Tls: yes") && mails[0].contains("X-Auth: True"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("X-Envelope-To: admins@lab.example"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("Subject: [hmonitor] test message"),
+        "{}",
+        mails[0]
+    );
+
+    let hub = hub_with(&cfg, None);
+    let job = Children::spawn(1);
+    let pid = job.pids()[0];
+    let scenario = Scenario::new(
+        &json!({ "gpus": [{ "name": "NVIDIA H200", "memory_total": 150 * GIB, "memory_used": 9 * GIB,
+        "utilization_gpu": 0, "processes": [{ "pid": pid, "used_memory": 8 * GIB, "type": "compute" }] }] }),
+    );
+    let mut a = agent("m1", &hub.agent_url(), &scenario, "300ms");
+    host_up(&hub, "m1").await;
+    let mails = eventually(Duration::from_secs(15), || {
+        let m = smtp.mails();
+        (m.len() >= 2).then_some(m)
+    });
+    assert!(
+        mails[1].contains("X-Envelope-To: owner@lab.example"),
+        "the owner, not the admins: {}",
+        mails[1]
+    );
+    assert!(mails[1].contains("idle_hog"), "{}", mails[1]);
+    a.kill();
+    let mails = eventually(Duration::from_secs(15), || {
+        let m = smtp.mails();
+        m.iter().any(|m| m.contains("host_down")).then_some(m)
+    });
+    let down = mails
+        .iter()
+        .find(|m| m.contains("host_down"))
+        .expect("host_down mail");
+    assert!(
+        down.contains("X-Envelope-To: admins@lab.example") && down.contains("m1"),
+        "{down}"
+    );
+    drop(job);
+    drop(smtp.proc);
+}

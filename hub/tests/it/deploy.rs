@@ -171,16 +171,16 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_a_stub_gpu() {
 // TLS
 // ---------------------------------------------------------------------------------------------
 
-struct Pki {
-    dir: tempfile::TempDir,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn ca(&self, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    pub(crate) fn ca(&self, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         p.distinguished_name
@@ -192,7 +192,7 @@ impl Pki {
     }
 
     /// A server certificate for `names` signed by `ca`, written as NAME.crt and NAME.key.
-    fn leaf(
+    pub(crate) fn leaf(
         &self,
         name: &str,
         names: &[&str],
