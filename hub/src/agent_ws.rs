@@ -504,7 +504,7 @@ async fn stream(
             }
             Ok(Some(agent_message::Msg::Query(q))) => {
                 let answer = if query_bucket.take() {
-                    relay_answer(app, q).await
+                    relay_answer(app, id, q).await
                 } else if !bucket.take() {
                     hub.stats
                         .frames_rate_limited
@@ -539,12 +539,69 @@ async fn stream(
     }
 }
 
+/// What `hmonitor wait --notify` sends (through its agent).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyParams {
+    count: u32,
+    #[serde(default)]
+    min_mem: u64,
+    #[serde(default)]
+    anywhere: bool,
+    expires_s: u64,
+}
+
+/// A gpus_free subscription for `user` of `host`, as its agent attests: told at the user's
+/// contacts in `[users]`, for GPUs on `host` (or anywhere).
+fn relayed_subscription(
+    alerts: &crate::alerts::Alerts,
+    host: &str,
+    user: &str,
+    params: &str,
+) -> Result<Vec<u8>, String> {
+    let p: NotifyParams =
+        serde_json::from_str(params).map_err(|e| format!("bad subscription: {e}"))?;
+    if user.is_empty() || user.len() > 64 || user.chars().any(char::is_control) {
+        return Err("the agent named no valid user".to_owned());
+    }
+    let (id, token) = alerts
+        .subscribe(crate::alerts::NewSubscription {
+            count: p.count,
+            min_mem: p.min_mem,
+            host: (!p.anywhere).then(|| host.to_owned()),
+            target: crate::alerts::model::Target::User(user.to_owned()),
+            expires: std::time::Duration::from_secs(p.expires_s),
+            by: format!("{user}@{host} (hmonitor wait --notify)"),
+        })
+        .map_err(|e| e.to_string())?;
+    let contacts = alerts.contact_names(user);
+    serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "cancel_token": token,
+        "expires_ms": hmonitor_proto::unix_ms(std::time::SystemTime::now()) + p.expires_s * 1000,
+        "contacts": contacts,
+    }))
+    .map_err(|e| e.to_string())
+}
+
 /// Answers a cluster query an agent relays for one of its users: the body `GET /api/gpus`
 /// gives a viewer. Built off the connection's task (it reads every host).
-async fn relay_answer(app: &App, q: ClusterQuery) -> ClusterAnswer {
+async fn relay_answer(app: &App, host: &str, q: ClusterQuery) -> ClusterAnswer {
     let hub = app.hub.clone();
     let params = q.params;
-    let built = tokio::task::spawn_blocking(move || crate::gpus_api::answer(&hub, &params)).await;
+    let built = match q.kind.as_str() {
+        "" => tokio::task::spawn_blocking(move || crate::gpus_api::answer(&hub, &params)).await,
+        "subscribe" => {
+            let (alerts, host, user) = (app.alerts.clone(), host.to_owned(), q.user);
+            tokio::task::spawn_blocking(move || {
+                relayed_subscription(&alerts, &host, &user, &params)
+            })
+            .await
+        }
+        other => Ok(Err(format!(
+            "unknown question kind {other:?} (a newer agent?)"
+        ))),
+    };
     match built {
         Ok(Ok(json)) => ClusterAnswer {
             id: q.id,

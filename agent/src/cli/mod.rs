@@ -131,6 +131,10 @@ pub enum Command {
         /// Wait for GPUs on any host (asks the hub; prints the host and GPUs, holds nothing).
         #[arg(long)]
         anywhere: bool,
+        /// Do not wait here: have the hub tell you (at your contacts in its [users]) once,
+        /// when the GPUs are free; --timeout is how long it keeps watching [default: 4h].
+        #[arg(long, conflicts_with = "cmd")]
+        notify: bool,
         /// Command to run with CUDA_VISIBLE_DEVICES set (after `--`).
         #[arg(last = true, value_name = "CMD")]
         cmd: Vec<OsString>,
@@ -200,8 +204,12 @@ pub async fn run(args: &Args, cmd: &Command) -> anyhow::Result<ExitCode> {
             timeout,
             hold,
             anywhere,
+            notify,
             cmd,
         } => {
+            if *notify {
+                return notify_me(&socket, *count, want, *timeout, *anywhere).await;
+            }
             if *anywhere {
                 if !cmd.is_empty() {
                     bail!("--anywhere finds GPUs on other hosts: it cannot run CMD here");
@@ -575,6 +583,55 @@ fn best_host_line(rows: &[GpuRow], count: usize) -> Option<String> {
         .cloned()
         .collect();
     Some(format!("{}: {}\n", best.host, show::visible_devices(&host)))
+}
+
+/// `wait --notify`: a gpus_free subscription at the hub, through the agent (which says who
+/// asks); the hub tells the caller once, at their contacts.
+async fn notify_me(
+    socket: &Path,
+    count: usize,
+    want: &Want,
+    timeout: Option<Duration>,
+    anywhere: bool,
+) -> anyhow::Result<ExitCode> {
+    let expires = timeout.unwrap_or(Duration::from_secs(4 * 3600));
+    let params = serde_json::json!({
+        "count": count,
+        "min_mem": want.min_mem.unwrap_or(0),
+        "anywhere": anywhere,
+        "expires_s": expires.as_secs().max(1),
+    })
+    .to_string();
+    let reply = Conn::ask(socket, &Request::Notify { params }).await?;
+    let made: serde_json::Value = serde_json::from_str(&reply.body)
+        .with_context(|| format!("the hub's answer is not JSON: {}", reply.body))?;
+    let contacts: Vec<&str> = made["contacts"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let size = want
+        .min_mem
+        .map(|m| {
+            format!(
+                " with at least {} free",
+                hmonitor_common::free::human_bytes(m)
+            )
+        })
+        .unwrap_or_default();
+    let place = if anywhere {
+        "on any host".to_owned()
+    } else {
+        format!("on {}", reply.host)
+    };
+    print(&format!(
+        "You will be told once, at {}, when {count} GPU{}{size} {} free {place} (subscription {}, for {}).",
+        if contacts.is_empty() { "your contacts".to_owned() } else { contacts.join(", ") },
+        if count == 1 { "" } else { "s" },
+        if count == 1 { "is" } else { "are" },
+        made["id"],
+        humantime::format_duration(expires),
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn wait_anywhere(

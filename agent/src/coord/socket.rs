@@ -302,6 +302,21 @@ async fn connection(ctx: Ctx, stream: UnixStream) {
                 Err(e) => Reply::error(e.to_string()),
             },
         },
+        Request::Notify { params } => match &ctx.relay {
+            None => Reply::error(RelayError::NoHub.to_string()),
+            Some(relay) => match relay
+                .ask_as("subscribe", params, username(uid_raw).await, RELAY_TIMEOUT)
+                .await
+            {
+                Ok(body) => Reply {
+                    ok: true,
+                    host: host.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    ..Default::default()
+                },
+                Err(e) => Reply::error(e.to_string()),
+            },
+        },
         Request::Wait {
             query,
             mine_ok,

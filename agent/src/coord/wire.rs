@@ -49,6 +49,11 @@ pub enum Request {
     Cluster {
         params: String,
     },
+    /// Ask the hub to tell the caller (at their contacts there) when GPUs are free: a
+    /// gpus_free subscription, `params` = {count, min_mem, anywhere, expires_s}.
+    Notify {
+        params: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

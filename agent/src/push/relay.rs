@@ -39,7 +39,11 @@ pub enum RelayError {
 }
 
 pub(super) struct Asked {
+    /// `ClusterQuery.kind`: empty for `GET /api/gpus`, "subscribe" for a subscription.
+    pub(super) kind: &'static str,
     pub(super) params: String,
+    /// The local user asking (for subscriptions).
+    pub(super) user: String,
     pub(super) answer: oneshot::Sender<Result<Vec<u8>, String>>,
 }
 
@@ -64,6 +68,17 @@ impl Relay {
 
     /// Asks the hub `GET /api/gpus?<params>`; the JSON body, or why not.
     pub async fn ask(&self, params: String, within: Duration) -> Result<Vec<u8>, RelayError> {
+        self.ask_as("", params, String::new(), within).await
+    }
+
+    /// Asks a question of `kind` for local user `user`; the hub's JSON answer, or why not.
+    pub async fn ask_as(
+        &self,
+        kind: &'static str,
+        params: String,
+        user: String,
+        within: Duration,
+    ) -> Result<Vec<u8>, RelayError> {
         if self.connected.load(Ordering::Relaxed) == 0 {
             return Err(RelayError::NotConnected);
         }
@@ -72,7 +87,12 @@ impl Relay {
         }
         let (answer, rx) = oneshot::channel();
         self.tx
-            .try_send(Asked { params, answer })
+            .try_send(Asked {
+                kind,
+                params,
+                user,
+                answer,
+            })
             .map_err(|_| RelayError::Busy)?;
         match tokio::time::timeout(within, rx).await {
             Err(_) => Err(RelayError::Timeout(within)),

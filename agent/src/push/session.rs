@@ -293,6 +293,8 @@ pub(super) async fn session(
                     msg: Some(agent_message::Msg::Query(ClusterQuery {
                         id: next_query,
                         params: asked.params,
+                        kind: asked.kind.to_owned(),
+                        user: asked.user,
                     })),
                 };
                 // Askers that gave up (or a hub that never answers) leave nothing behind.

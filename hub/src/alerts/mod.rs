@@ -440,6 +440,21 @@ impl Alerts {
             .clone()
     }
 
+    /// Where `user` is told, in words ("email owner@lab", "channel alice-bot").
+    pub fn contact_names(&self, user: &str) -> Vec<String> {
+        route::contacts_of(&self.cfg, user, &[])
+            .into_iter()
+            .filter_map(|(c, to, mention)| {
+                let ch = self.cfg.channels.get(c)?;
+                Some(match (to, mention) {
+                    (Some(addr), _) => format!("{} {addr}", ch.kind.as_str()),
+                    (None, Some(m)) => format!("{} @{m} on {}", ch.kind.as_str(), ch.name),
+                    (None, None) => format!("channel {}", ch.name),
+                })
+            })
+            .collect()
+    }
+
     /// (channel, sent, failed, retried, dropped) per running channel.
     pub fn channel_counters(&self) -> Vec<(String, u64, u64, u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -1034,3 +1034,78 @@ async fn e_mail_goes_over_starttls_with_a_password_from_a_file_to_admins_and_own
     drop(job);
     drop(smtp.proc);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_notify_subscribes_the_caller_through_the_agent_and_tells_them_once() {
+    let rx = Receiver::start().await;
+    let (_, me) = current_user();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"mine\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+             [users.\"{me}\"]\nnotify = [\"mine\"]\n",
+            rx.url("mine")
+        ),
+    );
+    let hub = hub_with(&cfg, None);
+    let gpu = |util: u32| {
+        json!({ "gpus": [{ "name": "NVIDIA H200", "uuid": "GPU-notify", "memory_total": 150 * GIB,
+                           "memory_used": 300u64 << 20, "utilization_gpu": util }] })
+    };
+    let scenario = Scenario::new(&gpu(95));
+    let sock = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let socket = sock.path().join("agent.sock");
+    let _a = agent_with(
+        "w1",
+        &hub.agent_url(),
+        &scenario,
+        "300ms",
+        crate::harness::TOKEN,
+        &[
+            ("HMON_SOCKET", socket.to_str().expect("utf-8")),
+            ("HMON_STATE_DIR", state.path().to_str().expect("utf-8")),
+        ],
+    );
+    host_up(&hub, "w1").await;
+    let cli = move |args: &[&str]| {
+        let mut c = clean(Command::new(crate::harness::agent_bin()));
+        c.args(args).env("HMON_SOCKET", &socket);
+        c.output().expect("run hmonitor")
+    };
+    let out = {
+        let cli = cli.clone();
+        eventually(Duration::from_secs(10), move || {
+            let o = cli(&["wait", "--notify", "--min-mem", "100GiB", "--timeout", "1h"]);
+            o.status.success().then_some(o)
+        })
+    };
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("You will be told once")
+            && said.contains("on w1")
+            && said.contains("channel mine"),
+        "{said}"
+    );
+    let subs = get_json(&hub.http("/api/alerts")).await["subscriptions"].clone();
+    assert_eq!(subs[0]["target"]["user"], me.as_str(), "{subs}");
+    assert_eq!(subs[0]["host"], "w1");
+    assert!(
+        subs[0]["by"]
+            .as_str()
+            .is_some_and(|b| b.contains("hmonitor wait --notify")),
+        "{subs}"
+    );
+
+    scenario.write(&gpu(0));
+    let hits = rx.wait("mine", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].body["rule"], "gpus_free");
+    assert_eq!(hits[0].body["user"], me.as_str());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.hits("mine").len(), 1);
+
+    // A command cannot go with --notify (nothing would run it).
+    let o = cli(&["wait", "--notify", "--", "true"]);
+    assert!(!o.status.success());
+}
