@@ -105,7 +105,17 @@ pub struct UserRec {
     pub gpus: u32,
     /// GPU memory of the user's processes (bytes), as NVML reports it.
     pub gpu_mem: u64,
+    /// Of `gpus`, those at or under [`IDLE_UTIL`] percent utilization (held idle).
+    pub idle_gpus: u32,
+    /// Σ utilization (percent) of the user's GPUs that report one.
+    pub util_sum: Option<f64>,
+    /// Σ power draw (W) of the user's GPUs that report one: energy, once weighted by time.
+    pub power_w: Option<f64>,
 }
+
+/// A GPU held at or under this utilization (percent) is held idle in the usage report: the
+/// free-GPU default, so "idle" means the same everywhere.
+pub const IDLE_UTIL: i32 = hmonitor_common::free::DEFAULT_MAX_UTIL as i32;
 
 /// A connection's acknowledgement state, raised by the writer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -280,9 +290,19 @@ impl Record {
                         users.len() - 1
                     }
                 };
-                users[idx].gpu_mem += p.mem.unwrap_or(0);
+                let u = &mut users[idx];
+                u.gpu_mem += p.mem.unwrap_or(0);
                 if !on_this.contains(&idx) {
-                    users[idx].gpus += 1;
+                    u.gpus += 1;
+                    if let Some(util) = g.utilization {
+                        *u.util_sum.get_or_insert(0.0) += f64::from(util);
+                        if util <= IDLE_UTIL {
+                            u.idle_gpus += 1;
+                        }
+                    }
+                    if let Some(mw) = g.power_draw_mw {
+                        *u.power_w.get_or_insert(0.0) += f64::from(mw) / 1000.0;
+                    }
                     on_this.push(idx);
                 }
             }

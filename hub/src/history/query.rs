@@ -376,6 +376,14 @@ pub struct UserUsage {
     pub gpu_hours: f64,
     /// Σ over samples of (GPU memory of the user's processes in GiB × duration), GiB·hours.
     pub gpu_mem_gib_hours: f64,
+    /// Of `gpu_hours`, those on GPUs at or under the idle threshold (5 % utilization).
+    pub idle_gpu_hours: f64,
+    /// Mean utilization (percent) of the GPUs the user held, over the time held; none when
+    /// no GPU reported one.
+    pub mean_util: Option<f64>,
+    /// Energy drawn by the GPUs the user held, kWh (GPUs that report power); none when none
+    /// did.
+    pub energy_kwh: Option<f64>,
     pub hosts: Vec<String>,
 }
 
@@ -408,21 +416,27 @@ pub fn usage(
     let (tier, sql) = if covers(retention.raw) {
         (
             Tier::Raw,
-            "SELECT s.name, s.host, total(r.v1 * r.v2), total(r.v0 * r.v2)
+            "SELECT s.name, s.host, total(r.v1 * r.v2), total(r.v0 * r.v2),
+                    total(r.v3 * r.v2), sum(r.v4 * r.v2), sum(r.v5 * r.v2),
+                    total(CASE WHEN r.v4 IS NULL THEN 0 ELSE r.v1 * r.v2 END)
              FROM series s JOIN raw r ON r.sid = s.id
              WHERE s.kind = 2 AND r.t >= ?1 AND r.t < ?2 GROUP BY s.id",
         )
     } else if covers(retention.minute) {
         (
             Tier::Minute,
-            "SELECT s.name, s.host, total(r.a1) * 60000.0, total(r.a0) * 60000.0
+            "SELECT s.name, s.host, total(r.a1) * 60000.0, total(r.a0) * 60000.0,
+                    total(r.a3) * 60000.0, sum(r.a4) * 60000.0, sum(r.a5) * 60000.0,
+                    total(CASE WHEN r.a4 IS NULL THEN 0 ELSE r.a1 END) * 60000.0
              FROM series s JOIN m1 r ON r.sid = s.id
              WHERE s.kind = 2 AND r.t >= ?1 AND r.t < ?2 GROUP BY s.id",
         )
     } else {
         (
             Tier::Hour,
-            "SELECT s.name, s.host, total(r.a1) * 3600000.0, total(r.a0) * 3600000.0
+            "SELECT s.name, s.host, total(r.a1) * 3600000.0, total(r.a0) * 3600000.0,
+                    total(r.a3) * 3600000.0, sum(r.a4) * 3600000.0, sum(r.a5) * 3600000.0,
+                    total(CASE WHEN r.a4 IS NULL THEN 0 ELSE r.a1 END) * 3600000.0
              FROM series s JOIN h1 r ON r.sid = s.id
              WHERE s.kind = 2 AND r.t >= ?1 AND r.t < ?2 GROUP BY s.id",
         )
@@ -430,11 +444,17 @@ pub fn usage(
     let mut st = conn.prepare_cached(sql)?;
     let mut rows = st.query(params![from, to])?;
     let mut users: Vec<UserUsage> = Vec::new();
+    // Per user: Σ util·ms and Σ GPU·ms of the samples with a utilization, for the mean.
+    let mut sums: Vec<(f64, f64)> = Vec::new();
     while let Some(r) = rows.next()? {
         let user: String = r.get(0)?;
         let host: String = r.get(1)?;
         let gpu_ms: f64 = r.get(2)?;
         let mem_byte_ms: f64 = r.get(3)?;
+        let idle_ms: f64 = r.get(4)?;
+        let util_ms: Option<f64> = r.get(5)?;
+        let watt_ms: Option<f64> = r.get(6)?;
+        let util_gpu_ms: f64 = r.get(7)?;
         let i = match users.iter().position(|u| u.user == user) {
             Some(i) => i,
             None => {
@@ -442,20 +462,34 @@ pub fn usage(
                     user,
                     gpu_hours: 0.0,
                     gpu_mem_gib_hours: 0.0,
+                    idle_gpu_hours: 0.0,
+                    mean_util: None,
+                    energy_kwh: None,
                     hosts: Vec::new(),
                 });
+                sums.push((0.0, 0.0));
                 users.len() - 1
             }
         };
         let u = &mut users[i];
         u.gpu_hours += gpu_ms / HOUR_F;
         u.gpu_mem_gib_hours += mem_byte_ms / GIB / HOUR_F;
+        u.idle_gpu_hours += idle_ms / HOUR_F;
+        if let Some(w) = watt_ms {
+            // W·ms → kWh.
+            *u.energy_kwh.get_or_insert(0.0) += w / HOUR_F / 1000.0;
+        }
+        if let Some(util) = util_ms {
+            sums[i].0 += util;
+            sums[i].1 += util_gpu_ms;
+        }
         if !u.hosts.contains(&host) {
             u.hosts.push(host);
         }
     }
-    for u in &mut users {
+    for (u, (util, gpu_ms)) in users.iter_mut().zip(&sums) {
         u.hosts.sort();
+        u.mean_util = (*gpu_ms > 0.0).then(|| util / gpu_ms);
     }
     users.sort_by(|a, b| {
         b.gpu_hours
@@ -470,12 +504,23 @@ pub fn usage(
     })
 }
 
-/// The usage as CSV: `user,gpu_hours,gpu_mem_gib_hours,hosts` (hosts joined with ';').
+/// The usage as CSV: `user,gpu_hours,gpu_mem_gib_hours,idle_gpu_hours,mean_util_percent,
+/// energy_kwh,hosts` (hosts joined with `;`; an unknown value left empty).
 pub fn usage_csv(u: &Usage) -> String {
-    let mut out = String::from("user,gpu_hours,gpu_mem_gib_hours,hosts\n");
+    let mut out = String::from(
+        "user,gpu_hours,gpu_mem_gib_hours,idle_gpu_hours,mean_util_percent,energy_kwh,hosts\n",
+    );
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     for r in &u.users {
         out.push_str(&csv_field(&r.user));
-        out.push_str(&format!(",{:.6},{:.6},", r.gpu_hours, r.gpu_mem_gib_hours));
+        out.push_str(&format!(
+            ",{:.6},{:.6},{:.6},{},{},",
+            r.gpu_hours,
+            r.gpu_mem_gib_hours,
+            r.idle_gpu_hours,
+            opt(r.mean_util),
+            opt(r.energy_kwh)
+        ));
         out.push_str(&csv_field(&r.hosts.join(";")));
         out.push('\n');
     }

@@ -19,7 +19,10 @@
 //! |-----------|-------------|---------------|------------|--------------|-------------|
 //! | host      | cpu (0.01 %)| mem used (B)  | load1 ×100 | disk used (B)| —           |
 //! | gpu       | util %      | mem used (B)  | temp (°C)  | power (mW)   | held (0/1)  |
-//! | user@host | gpu mem (B) | GPUs held     | sample ms  | —            | —           |
+//! | user@host | gpu mem (B) | GPUs held     | sample ms  | GPUs idle    | Σ util %    |
+//!
+//! User series have a sixth column, `v5` (`a5` in the roll-ups): Σ power draw (W) of the
+//! user's GPUs; added to files of earlier versions on open.
 //! | cluster   | util %      | GPUs busy     | mem used(B)| —            | —           |
 //!
 //! The mean of a host or GPU column is over the points that have a reading (NULL is "no
@@ -75,22 +78,40 @@ CREATE TABLE IF NOT EXISTS series (
 CREATE INDEX IF NOT EXISTS series_uuid ON series (uuid) WHERE uuid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS raw (
     sid INTEGER NOT NULL, t INTEGER NOT NULL,
-    v0, v1, v2, v3, v4,
+    v0, v1, v2, v3, v4, v5,
     PRIMARY KEY (sid, t)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS m1 (
     sid INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL,
     a0, a1, a2, a3, a4,
-    x0, x1, x2, x3, x4,
+    x0, x1, x2, x3, x4, a5,
     PRIMARY KEY (sid, t)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS h1 (
     sid INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL,
     a0, a1, a2, a3, a4,
-    x0, x1, x2, x3, x4,
+    x0, x1, x2, x3, x4, a5,
     PRIMARY KEY (sid, t)
 ) WITHOUT ROWID;
 ";
+
+/// Columns added since the first layout: (table, column), added on open where missing.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("raw", "v5"), ("m1", "a5"), ("h1", "a5")];
+
+/// Brings a file of an earlier version to the current layout.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column) in ADDED_COLUMNS {
+        let has: bool = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
+        }
+    }
+    Ok(())
+}
 
 fn pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -117,16 +138,17 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 
 type SeriesKey = (SeriesKind, String, String);
 
-/// Rows per multi-row INSERT (7 parameters each, well under SQLite's limit).
+/// Rows per multi-row INSERT (8 parameters each, well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 64;
 
 fn multi_insert(rows: usize) -> String {
-    let mut sql = String::from("INSERT OR IGNORE INTO raw (sid, t, v0, v1, v2, v3, v4) VALUES ");
+    let mut sql =
+        String::from("INSERT OR IGNORE INTO raw (sid, t, v0, v1, v2, v3, v4, v5) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -176,6 +198,7 @@ impl Store {
             source,
         })?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let mut ids = HashMap::new();
         let mut meta = HashMap::new();
         let mut cluster = None;
@@ -328,13 +351,13 @@ impl Store {
     }
 
     fn insert_inner(&mut self, batch: &[Record]) -> Result<(), StoreError> {
-        let mut points: Vec<(i64, i64, [Option<f64>; 5])> = Vec::with_capacity(batch.len() * 12);
+        let mut points: Vec<(i64, i64, [Option<f64>; 6])> = Vec::with_capacity(batch.len() * 12);
         for r in batch {
             let Some(hid) = self.series(SeriesKind::Host, &r.host, &r.host, None, None)? else {
                 continue;
             };
             let hv = r.host_vals;
-            points.push((hid, r.t, [hv[0], hv[1], hv[2], hv[3], None]));
+            points.push((hid, r.t, [hv[0], hv[1], hv[2], hv[3], None, None]));
             for g in &r.gpus {
                 let name = format!("{}/gpu{}", r.host, g.index);
                 let uuid = (!g.uuid.is_empty()).then_some(g.uuid.as_str());
@@ -344,7 +367,7 @@ impl Store {
                 };
                 let v = g.vals;
                 let held = Some(if g.held { 1.0 } else { 0.0 });
-                points.push((gid, r.t, [v[0], v[1], v[2], v[3], held]));
+                points.push((gid, r.t, [v[0], v[1], v[2], v[3], held, None]));
             }
             for u in &r.users {
                 let Some(uid) = self.series(SeriesKind::User, &u.user, &r.host, None, None)? else {
@@ -357,8 +380,9 @@ impl Store {
                         Some(u.gpu_mem as f64),
                         Some(f64::from(u.gpus)),
                         Some(r.dur_ms as f64),
-                        None,
-                        None,
+                        Some(f64::from(u.idle_gpus)),
+                        u.util_sum,
+                        u.power_w,
                     ],
                 ));
             }
@@ -368,7 +392,7 @@ impl Store {
         let mut chunks = points.chunks_exact(ROWS_PER_INSERT);
         {
             let mut st = self.conn.prepare_cached(&multi_insert(ROWS_PER_INSERT))?;
-            let mut args: Vec<rusqlite::types::Value> = Vec::with_capacity(ROWS_PER_INSERT * 7);
+            let mut args: Vec<rusqlite::types::Value> = Vec::with_capacity(ROWS_PER_INSERT * 8);
             for chunk in &mut chunks {
                 args.clear();
                 for (sid, t, v) in chunk {
@@ -381,8 +405,8 @@ impl Store {
         }
         let mut st = self.conn.prepare_cached(&multi_insert(1))?;
         for (sid, t, v) in chunks.remainder() {
-            let [a, b, c, d, e] = v.map(compact);
-            st.execute(params![sid, t, a, b, c, d, e])?;
+            let [a, b, c, d, e, f] = v.map(compact);
+            st.execute(params![sid, t, a, b, c, d, e, f])?;
         }
         for (sid, t, _) in &points {
             self.dirty_minutes
@@ -430,15 +454,17 @@ impl Store {
             let mut plain = self.conn.prepare_cached(
                 "INSERT OR REPLACE INTO m1 SELECT ?1, ?2, count(*),
                     avg(v0), avg(v1), avg(v2), avg(v3), avg(v4),
-                    max(v0), max(v1), max(v2), max(v3), max(v4)
+                    max(v0), max(v1), max(v2), max(v3), max(v4), NULL
                  FROM raw WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 60000 HAVING count(*) > 0",
             )?;
             // A user's columns: time-weighted over the whole minute (no process = nothing
             // held); a2 keeps the milliseconds covered.
             let mut weighted = self.conn.prepare_cached(
                 "INSERT OR REPLACE INTO m1 SELECT ?1, ?2, count(*),
-                    total(v0 * v2) / 60000.0, total(v1 * v2) / 60000.0, total(v2), NULL, NULL,
-                    max(v0), max(v1), max(v2), NULL, NULL
+                    total(v0 * v2) / 60000.0, total(v1 * v2) / 60000.0, total(v2),
+                    total(v3 * v2) / 60000.0, sum(v4 * v2) / 60000.0,
+                    max(v0), max(v1), max(v2), max(v3), max(v4),
+                    sum(v5 * v2) / 60000.0
                  FROM raw WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 60000 HAVING count(*) > 0",
             )?;
             for &(sid, m) in ready {
@@ -464,7 +490,7 @@ impl Store {
             let mut st = self.conn.prepare_cached(
                 "INSERT OR REPLACE INTO m1 SELECT ?1, ?2, count(*),
                     avg(a0), total(a4), total(a1), NULL, NULL,
-                    max(x0), total(x4), total(x1), NULL, NULL
+                    max(x0), total(x4), total(x1), NULL, NULL, NULL
                  FROM m1 WHERE t = ?2 AND sid IN (SELECT id FROM series WHERE kind = 1)
                  HAVING count(*) > 0",
             )?;
@@ -489,21 +515,21 @@ impl Store {
                     total(a2 * n) / nullif(total(CASE WHEN a2 IS NULL THEN 0 ELSE n END), 0),
                     total(a3 * n) / nullif(total(CASE WHEN a3 IS NULL THEN 0 ELSE n END), 0),
                     total(a4 * n) / nullif(total(CASE WHEN a4 IS NULL THEN 0 ELSE n END), 0),
-                    max(x0), max(x1), max(x2), max(x3), max(x4)
+                    max(x0), max(x1), max(x2), max(x3), max(x4), NULL
                  FROM m1 WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 3600000 HAVING count(*) > 0",
             )?;
             // A user: a minute without points held nothing, so the hour's mean is Σ / 60.
             let mut weighted = self.conn.prepare_cached(
                 "INSERT OR REPLACE INTO h1 SELECT ?1, ?2, total(n),
-                    total(a0) / 60.0, total(a1) / 60.0, total(a2), NULL, NULL,
-                    max(x0), max(x1), max(x2), NULL, NULL
+                    total(a0) / 60.0, total(a1) / 60.0, total(a2), total(a3) / 60.0, sum(a4) / 60.0,
+                    max(x0), max(x1), max(x2), max(x3), max(x4), sum(a5) / 60.0
                  FROM m1 WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 3600000 HAVING count(*) > 0",
             )?;
             // The cluster: the mean of the minutes it has.
             let mut cluster_h = self.conn.prepare_cached(
                 "INSERT OR REPLACE INTO h1 SELECT ?1, ?2, total(n),
                     avg(a0), avg(a1), avg(a2), NULL, NULL,
-                    max(x0), max(x1), max(x2), NULL, NULL
+                    max(x0), max(x1), max(x2), NULL, NULL, NULL
                  FROM m1 WHERE sid = ?1 AND t >= ?2 AND t < ?2 + 3600000 HAVING count(*) > 0",
             )?;
             for &(sid, h) in &hours {

@@ -21,8 +21,9 @@ fn wave(i: i64, k: i64) -> f64 {
 }
 
 /// Sample `i` of host `h`: 2 GPUs; GPU 1 has no utilization reading in minutes 10–14 of
-/// every hour; alice holds both GPUs (4 GiB each) for the first 90 minutes, bob GPU 1 (1 GiB)
-/// from minute 30 to 59.
+/// every hour; alice holds both GPUs (4 GiB each) for the first 90 minutes, one of them idle,
+/// at 40 % utilization and 500 W between them; bob GPU 1 (1 GiB) from minute 30 to 59, with no
+/// utilization or power reading.
 fn sample(i: i64) -> Record {
     let t = T0 + i * STEP;
     let minute = (i * STEP / MINUTE_MS) % 60;
@@ -33,6 +34,9 @@ fn sample(i: i64) -> Record {
             user: "alice".into(),
             gpus: 2,
             gpu_mem: 8 * GIB,
+            idle_gpus: 1,
+            util_sum: Some(40.0),
+            power_w: Some(500.0),
         });
     }
     if (30..60).contains(&elapsed_min) {
@@ -40,6 +44,7 @@ fn sample(i: i64) -> Record {
             user: "bob".into(),
             gpus: 1,
             gpu_mem: GIB,
+            ..Default::default()
         });
     }
     Record {
@@ -247,6 +252,30 @@ fn user_sums_are_the_same_from_every_tier_and_match_the_scenario() {
             );
             assert_eq!(got.hosts, ["h"]);
         }
+        // Efficiency, exact from every tier: alice held one GPU idle for 1.5 h, the two at
+        // 20 % on average, drawing 500 W for 1.5 h; bob's GPU said nothing (absent, not 0).
+        let alice = &u.users[0];
+        assert!(
+            (alice.idle_gpu_hours - 1.5).abs() < 1e-9,
+            "{tier:?}: {}",
+            alice.idle_gpu_hours
+        );
+        assert!(
+            alice.mean_util.is_some_and(|m| (m - 20.0).abs() < 1e-9),
+            "{tier:?}: {:?}",
+            alice.mean_util
+        );
+        assert!(
+            alice.energy_kwh.is_some_and(|e| (e - 0.75).abs() < 1e-9),
+            "{tier:?}: {:?}",
+            alice.energy_kwh
+        );
+        let bob = &u.users[1];
+        assert_eq!(
+            (bob.idle_gpu_hours, bob.mean_util, bob.energy_kwh),
+            (0.0, None, None),
+            "{tier:?}"
+        );
     }
     // The user's series: 2 GPUs held per minute while alice ran, then 0 (no point).
     let s = query::series(
@@ -265,7 +294,8 @@ fn user_sums_are_the_same_from_every_tier_and_match_the_scenario() {
     let csv = query::usage_csv(&query::usage(&reader, T0, end, now, &long()).expect("usage"));
     assert_eq!(
         csv,
-        "user,gpu_hours,gpu_mem_gib_hours,hosts\nalice,3.000000,12.000000,h\nbob,0.500000,0.500000,h\n"
+        "user,gpu_hours,gpu_mem_gib_hours,idle_gpu_hours,mean_util_percent,energy_kwh,hosts\n\
+         alice,3.000000,12.000000,1.500000,20.000000,0.750000,h\nbob,0.500000,0.500000,0.000000,,,h\n"
     );
 }
 
@@ -529,6 +559,7 @@ fn a_host_inventing_gpus_and_users_stops_at_its_series_bound_and_others_are_unaf
                 user: format!("user{i}"),
                 gpus: 1,
                 gpu_mem: GIB,
+                ..Default::default()
             }];
             r
         })
@@ -557,6 +588,7 @@ fn a_host_inventing_gpus_and_users_stops_at_its_series_bound_and_others_are_unaf
         user: "late".into(),
         gpus: 1,
         gpu_mem: GIB,
+        ..Default::default()
     }];
     more.gpus.clear();
     s.insert(&[more]).expect("insert");
@@ -616,4 +648,52 @@ fn an_agent_past_its_share_of_the_queue_waits_while_another_is_still_queued_and_
         std::thread::sleep(Duration::from_millis(10));
     }
     history.close();
+}
+
+#[test]
+fn a_file_of_the_first_layout_gains_the_new_columns_and_keeps_its_points() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h.sqlite");
+    {
+        // The layout before user power (v5/a5) existed, with one GPU point in it.
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE series (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, name TEXT NOT NULL,
+                host TEXT NOT NULL, uuid TEXT, label TEXT, UNIQUE (kind, name, host));
+             CREATE TABLE raw (sid INTEGER NOT NULL, t INTEGER NOT NULL, v0, v1, v2, v3, v4,
+                PRIMARY KEY (sid, t)) WITHOUT ROWID;
+             CREATE TABLE m1 (sid INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL,
+                a0, a1, a2, a3, a4, x0, x1, x2, x3, x4, PRIMARY KEY (sid, t)) WITHOUT ROWID;
+             CREATE TABLE h1 (sid INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER NOT NULL,
+                a0, a1, a2, a3, a4, x0, x1, x2, x3, x4, PRIMARY KEY (sid, t)) WITHOUT ROWID;
+             INSERT INTO series VALUES (1, 1, 'h/gpu0', 'h', 'GPU-0', 'NVIDIA H200');",
+        )
+        .expect("old layout");
+        c.execute(
+            "INSERT INTO raw VALUES (1, ?1, 77, 1, 40, 300, 1)",
+            [T0 - STEP],
+        )
+        .expect("old point");
+    }
+    let mut s = Store::open(&path, long()).expect("migrates");
+    s.insert(&samples()[..360]).expect("insert");
+    s.rollup(T0 + 2 * HOUR_MS).expect("rollup");
+    let old: f64 = s
+        .conn()
+        .query_row(
+            "SELECT v0 FROM raw WHERE sid = 1 AND t = ?1",
+            [T0 - STEP],
+            |r| r.get(0),
+        )
+        .expect("old point kept");
+    assert_eq!(old, 77.0);
+    let u = query::usage(s.conn(), T0, T0 + HOUR_MS, T0 + HOUR_MS, &long()).expect("usage");
+    assert!(
+        u.users[0].energy_kwh.is_some_and(|e| e > 0.0),
+        "{:?}",
+        u.users[0]
+    );
+    drop(s);
+    // Opening again changes nothing.
+    Store::open(&path, long()).expect("reopens");
 }

@@ -247,6 +247,12 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
     );
     let got_m = users[0]["gpu_mem_gib_hours"].as_f64().expect("mem");
     assert!((got_m - want_h * mem as f64 / GIB).abs() < 1e-9, "{got_m}");
+    // Efficiency fields are there (their sums are checked exactly in the store's own tests).
+    assert!(users[0]["idle_gpu_hours"].as_f64().is_some(), "{u}");
+    assert!(
+        users[0].get("mean_util").is_some() && users[0].get("energy_kwh").is_some(),
+        "{u}"
+    );
     assert_eq!(u["from"], from);
     assert_eq!(u["to"], to);
 
@@ -267,7 +273,10 @@ async fn pushed_samples_are_served_by_id_uuid_and_metric_with_usage_and_clear_er
         "{head}"
     );
     let lines: Vec<&str> = body.lines().collect();
-    assert_eq!(lines[0], "user,gpu_hours,gpu_mem_gib_hours,hosts");
+    assert_eq!(
+        lines[0],
+        "user,gpu_hours,gpu_mem_gib_hours,idle_gpu_hours,mean_util_percent,energy_kwh,hosts"
+    );
     assert!(
         lines[1].starts_with("nobody,") && lines[1].ends_with(",h1"),
         "{body}"

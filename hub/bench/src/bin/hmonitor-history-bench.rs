@@ -100,11 +100,13 @@ fn record(rng: &mut Rng, host: &str, t: i64, gpus: u32) -> Record {
                 user: "alice".into(),
                 gpus: held.div_ceil(2),
                 gpu_mem: 40 * GIB,
+                ..Default::default()
             },
             UserRec {
                 user: "bob".into(),
                 gpus: held / 2,
                 gpu_mem: 20 * GIB,
+                ..Default::default()
             },
         ],
         gpus,
