@@ -11,6 +11,7 @@ import { Feed, Store, type Selection, type Thresholds } from "./model";
 import type { ToPage, ToWorker } from "./feed.worker";
 import { installHistory } from "./history";
 import { installFreeNow } from "./freenow";
+import { installAlerts } from "./alerts";
 import { HostView, sparkFrame } from "./view";
 import { txt } from "./dom";
 
@@ -449,6 +450,8 @@ function setView() {
 toControls();
 setView();
 const freeNow = installFreeNow($("freenow"), () => th);
+// Whom to tell when GPUs free up defaults to "I am".
+installAlerts($("alerts"), () => f.me);
 installHistory(main);
 for (const e of [q, host, user, me, fmem, futil]) e.addEventListener("input", fromControls);
 for (const e of [mine, free, sort, viewSel]) e.addEventListener("change", fromControls);

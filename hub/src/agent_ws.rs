@@ -564,7 +564,7 @@ fn relayed_subscription(
     if user.is_empty() || user.len() > 64 || user.chars().any(char::is_control) {
         return Err("the agent named no valid user".to_owned());
     }
-    let (id, token) = alerts
+    let (sub, token) = alerts
         .subscribe(crate::alerts::NewSubscription {
             count: p.count,
             min_mem: p.min_mem,
@@ -576,7 +576,7 @@ fn relayed_subscription(
         .map_err(|e| e.to_string())?;
     let contacts = alerts.contact_names(user);
     serde_json::to_vec(&serde_json::json!({
-        "id": id,
+        "id": sub.id,
         "cancel_token": token,
         "expires_ms": hmonitor_proto::unix_ms(std::time::SystemTime::now()) + p.expires_s * 1000,
         "contacts": contacts,

@@ -111,9 +111,9 @@ pub async fn subscribe(
     };
     let alerts = app.alerts.clone();
     match tokio::task::spawn_blocking(move || alerts.subscribe(req)).await {
-        Ok(Ok((id, token))) => (
+        Ok(Ok((sub, token))) => (
             StatusCode::CREATED,
-            Json(serde_json::json!({ "id": id, "cancel_token": token })),
+            Json(serde_json::json!({ "id": sub.id, "cancel_token": token, "subscription": sub })),
         )
             .into_response(),
         Ok(Err(e)) => error(&e),

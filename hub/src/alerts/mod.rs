@@ -79,8 +79,10 @@ pub struct NewSubscription {
 /// What `/api/alerts` shows.
 #[derive(Debug, serde::Serialize)]
 pub struct Overview {
-    pub firing: Vec<Record>,
-    pub pending: Vec<Record>,
+    /// The hub's clock when this was made (ages on the page are counted from it).
+    pub generated_ms: u64,
+    pub firing: Vec<AlertView>,
+    pub pending: Vec<AlertView>,
     pub recent: Vec<LogEntry>,
     pub subscriptions: Vec<Subscription>,
     pub silences: Vec<Silence>,
@@ -88,6 +90,16 @@ pub struct Overview {
     pub rules: Vec<RuleView>,
     /// Lab members with contacts (what the "notify me" form offers).
     pub users: Vec<String>,
+}
+
+/// An alert as `/api/alerts` lists it.
+#[derive(Debug, serde::Serialize)]
+pub struct AlertView {
+    #[serde(flatten)]
+    pub record: Record,
+    /// Until when a silence holds its messages back (the latest, when several match).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_until_ms: Option<u64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -270,7 +282,8 @@ impl Alerts {
             (step, firing)
         };
         let mut batch = Batch::default();
-        let done = self.check_subscriptions(hub, now, &mut batch);
+        let mut step = step;
+        let done = self.check_subscriptions(hub, now, &mut batch, &mut step.log);
         {
             let mut store = lock(&self.store);
             if !step.is_empty() || !new_hosts.is_empty() {
@@ -314,7 +327,13 @@ impl Alerts {
 
     /// Subscriptions whose GPUs are free now are told (into `batch`) and returned to be
     /// removed, as are expired ones.
-    fn check_subscriptions(&self, hub: &Hub, now: u64, batch: &mut Batch) -> Vec<u64> {
+    fn check_subscriptions(
+        &self,
+        hub: &Hub,
+        now: u64,
+        batch: &mut Batch,
+        log: &mut Vec<Record>,
+    ) -> Vec<u64> {
         let subs = self
             .subs
             .read()
@@ -406,6 +425,8 @@ impl Alerts {
                 s.id,
                 item.record.summary
             );
+            // In the log, so that "told" is told apart from "expired" or "cancelled".
+            log.push(item.record);
             done.push(s.id);
         }
         if !done.is_empty() {
@@ -485,6 +506,22 @@ impl Alerts {
         };
         firing.sort_by(|a, b| b.fired_ms.cmp(&a.fired_ms).then(a.entity.cmp(&b.entity)));
         pending.sort_by(|a, b| a.since_ms.cmp(&b.since_ms).then(a.entity.cmp(&b.entity)));
+        let now = now_ms();
+        let silences = self
+            .silences
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let view = |record: Record| AlertView {
+            silenced_until_ms: silences
+                .iter()
+                .filter(|s| s.matches(&record, now))
+                .map(|s| s.until_ms)
+                .max(),
+            record,
+        };
+        let firing = firing.into_iter().map(view).collect();
+        let pending = pending.into_iter().map(view).collect();
         let recent = lock(&self.store).log(recent)?;
         let outboxes = self.outboxes.read().unwrap_or_else(PoisonError::into_inner);
         let channels = self
@@ -518,6 +555,7 @@ impl Alerts {
             })
             .collect();
         Ok(Overview {
+            generated_ms: now,
             firing,
             pending,
             recent,
@@ -526,11 +564,7 @@ impl Alerts {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            silences: self
-                .silences
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            silences,
             channels,
             rules: self
                 .cfg
@@ -552,8 +586,8 @@ impl Alerts {
         })
     }
 
-    /// Adds a subscription; returns its id and the token that cancels it.
-    pub fn subscribe(&self, s: NewSubscription) -> Result<(u64, String), AlertsError> {
+    /// Adds a subscription; returns it and the token that cancels it.
+    pub fn subscribe(&self, s: NewSubscription) -> Result<(Subscription, String), AlertsError> {
         if s.count == 0 || s.count > 64 {
             return Err(AlertsError::Invalid("count: 1 to 64 GPUs".to_owned()));
         }
@@ -616,7 +650,7 @@ impl Alerts {
         sub.id = lock(&self.store).add_subscription(&sub)?;
         subs.push(sub.clone());
         tracing::info!("alerts: subscription {} added by {}", sub.id, sub.by);
-        Ok((sub.id, token))
+        Ok((sub, token))
     }
 
     /// Cancels subscription `id`: with its token, or as an admin.

@@ -53,12 +53,11 @@ impl Known {
     fn see(&mut self, id: &str, last_seen_ms: u64) {
         let generation = self.generation;
         match self.hosts.get_mut(id) {
+            // Only new hosts are written: what a restart needs is that the host existed (it
+            // counts as down from the restart on), not its every report.
             Some(k) => {
                 k.generation = generation;
-                if last_seen_ms > k.last_seen_ms {
-                    k.last_seen_ms = last_seen_ms;
-                    k.dirty = true;
-                }
+                k.last_seen_ms = k.last_seen_ms.max(last_seen_ms);
             }
             None => {
                 self.hosts.insert(
@@ -81,7 +80,7 @@ impl Known {
         self.hosts.contains_key(id)
     }
 
-    /// Hosts whose last report changed since the last call: what to write to the store.
+    /// Hosts first seen since the last call: what to write to the store.
     pub fn take_dirty(&mut self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (id, k) in &mut self.hosts {
@@ -111,10 +110,13 @@ pub fn evaluate(
             known.see(&h.id, h.last_seen_ms);
         }
         for (i, rule) in rules.iter().enumerate() {
-            if !rule.scope.hosts.allows(&[&h.id]) {
-                continue;
-            }
+            // The condition first, the scope only for what it found: patterns cost more
+            // than the readings, and most cycles find nothing.
+            let start = out.len();
             judge_host(i, rule, h, now_ms, started_ms, &mut out);
+            if out.len() > start && !rule.scope.hosts.allows(&[&h.id]) {
+                out.truncate(start);
+            }
         }
     });
     if any_host_down {
@@ -203,10 +205,11 @@ fn judge_host(
         RuleKind::DiskFull => disks(i, rule, h, info, out),
         RuleKind::GpuLost | RuleKind::GpuError | RuleKind::GpuTemp | RuleKind::IdleHog => {
             for g in &info.gpus {
-                if !gpu_in_scope(rule, g) {
-                    continue;
-                }
+                let start = out.len();
                 gpu(i, rule, h, g, out);
+                if out.len() > start && !gpu_in_scope(rule, g) {
+                    out.truncate(start);
+                }
             }
         }
     }
@@ -230,10 +233,14 @@ fn gpu_labels(h: &HostState, g: &GpuInfo) -> Labels {
 }
 
 fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
-    let name = if g.name.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", g.name)
+    // Only for an entity that raises an alert: formatting for every GPU of every host in
+    // every cycle was most of a cycle's cost.
+    let name = || {
+        if g.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", g.name)
+        }
     };
     match rule.kind {
         RuleKind::GpuLost if g.err_kind == ErrorKind::Lost as i32 => {
@@ -243,7 +250,13 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
                 level: Level::Active,
                 since_ms: None,
                 labels: gpu_labels(h, g),
-                summary: format!("GPU {}{name} of {} fell off the bus: {}", g.id, h.id, g.err),
+                summary: format!(
+                    "GPU {}{} of {} fell off the bus: {}",
+                    g.id,
+                    name(),
+                    h.id,
+                    g.err
+                ),
                 value: None,
             });
         }
@@ -254,7 +267,13 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
                 level: Level::Active,
                 since_ms: None,
                 labels: gpu_labels(h, g),
-                summary: format!("GPU {}{name} of {} cannot be read: {}", g.id, h.id, g.err),
+                summary: format!(
+                    "GPU {}{} of {} cannot be read: {}",
+                    g.id,
+                    name(),
+                    h.id,
+                    g.err
+                ),
                 value: None,
             });
         }
@@ -276,8 +295,11 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
                 since_ms: None,
                 labels: gpu_labels(h, g),
                 summary: format!(
-                    "GPU {}{name} of {} is at or above {} °C",
-                    g.id, h.id, rule.threshold
+                    "GPU {}{} of {} is at or above {} °C",
+                    g.id,
+                    name(),
+                    h.id,
+                    rule.threshold
                 ),
                 value: Some(t),
             });
@@ -324,11 +346,12 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
                         ..gpu_labels(h, g)
                     },
                     summary: format!(
-                        "{user}'s {} (pid {}) holds {} on GPU {}{name} of {}, which is idle (at most {}% busy)",
+                        "{user}'s {} (pid {}) holds {} on GPU {}{} of {}, which is idle (at most {}% busy)",
                         if process.is_empty() { "process" } else { &process },
                         p.pid,
                         hmonitor_common::free::human_bytes(mem),
                         g.id,
+                        name(),
                         h.id,
                         rule.max_util
                     ),
@@ -360,9 +383,6 @@ fn disk_percent(used: u64, avail: u64, total: u64) -> Option<f64> {
 
 fn disks(i: usize, rule: &Rule, h: &HostState, info: &HostInfo, out: &mut Vec<Obs>) {
     for d in &info.disks {
-        if !rule.scope.mounts.allows(&[&d.mount]) {
-            continue;
-        }
         let Some(pct) = disk_percent(d.used, d.avail, d.total) else {
             continue;
         };
@@ -373,6 +393,9 @@ fn disks(i: usize, rule: &Rule, h: &HostState, info: &HostInfo, out: &mut Vec<Ob
         } else {
             continue;
         };
+        if !rule.scope.mounts.allows(&[&d.mount]) {
+            continue;
+        }
         out.push(Obs {
             rule: i,
             entity: format!("{}/disk:{}", h.id, d.mount),

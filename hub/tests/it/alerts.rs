@@ -636,10 +636,13 @@ async fn a_gpus_free_subscription_fires_once_when_they_free_and_can_be_cancelled
     assert!(hits[0].at.duration_since(freed) < Duration::from_secs(3));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.hits("lab").len(), 1, "one-shot");
+    let after = get_json(&hub.http("/api/alerts")).await;
+    assert_eq!(after["subscriptions"], json!([]));
     assert_eq!(
-        get_json(&hub.http("/api/alerts")).await["subscriptions"],
-        json!([])
+        after["recent"][0]["rule"], "gpus_free",
+        "told, in the log: {after}"
     );
+    assert!(after["generated_ms"].as_u64().is_some());
 
     // Another, cancelled: not with a wrong token, with its own.
     let (_, made) = post(
@@ -737,6 +740,11 @@ async fn silences_need_the_admin_token_and_hold_messages() {
         2,
         "silenced alerts still fire on the page: {alerts}"
     );
+    let q1 = alerts["firing"]
+        .as_array()
+        .and_then(|f| f.iter().find(|r| r["host"] == "q1"))
+        .expect("q1");
+    assert!(q1["silenced_until_ms"].as_u64().is_some(), "{q1}");
     assert_eq!(alerts["silences"][0]["comment"], "maintenance");
 
     // Lifting the silence tells what it held.
