@@ -7,7 +7,10 @@
 // and mount names, anyone with the page can name a host pattern): text nodes only.
 //
 // A subscription is "yours" when this browser holds its cancel token: the hub answers it once,
-// to the request that made it, and the page keeps it in localStorage. The admin token is kept
+// to the request that made it, and the page keeps it in localStorage with the subscription's
+// id and creation time (an id alone can come back: a hub on a fresh data directory counts from
+// 1 again). Ages and times left are counted on the hub's clock (`generated_ms`), not the
+// browser's, which may be off. The admin token is kept
 // in sessionStorage only (gone with the tab), sent as a Bearer on admin routes only, never in a
 // URL.
 
@@ -18,7 +21,7 @@ import { bytes, duration } from "./fmt";
 const REFRESH_MS = 5000;
 /** A request that takes longer than this is given up (and asked again at the next refresh). */
 const TIMEOUT_MS = 10000;
-/** The cancel tokens of the subscriptions made from this browser: `{ id: { token, at } }`. */
+/** The cancel tokens of the subscriptions made from this browser: `{ id: { token, created_ms } }`. */
 const SUBS_KEY = "hmonitor.subscriptions";
 /** The admin token, for this tab only. */
 const ADMIN_KEY = "hmonitor.adminToken";
@@ -45,6 +48,8 @@ interface Alert {
   gpu?: number;
   user?: string;
   summary: string;
+  /** Until when a silence holds its messages back (the hub's matching); absent: not silenced. */
+  silenced_until_ms?: number;
 }
 
 interface LogEntry {
@@ -52,6 +57,8 @@ interface LogEntry {
   rule: string;
   entity: string;
   phase: string;
+  /** For a told subscription: its created_ms. */
+  since_ms?: number;
   host: string;
   summary: string;
 }
@@ -62,6 +69,7 @@ interface Sub {
   min_mem: number;
   host?: string;
   target: { user?: string; channel?: string };
+  created_ms: number;
   expires_ms: number;
 }
 
@@ -75,6 +83,8 @@ interface Silence {
 }
 
 interface Overview {
+  /** The hub's clock when it answered (Unix ms). */
+  generated_ms: number;
   firing: Alert[];
   pending: Alert[];
   recent: LogEntry[];
@@ -100,13 +110,16 @@ function list<T>(a: Obj, k: string, ok: (o: Obj) => boolean): T[] {
 
 function overviewOf(a: unknown): Overview {
   if (!isObj(a)) throw new Error("the hub's answer is not an object");
-  const alert = (o: Obj) => str(o, "rule") && str(o, "entity") && str(o, "host") && str(o, "summary") && int(o, "since_ms") && optInt(o, "gpu") && optStr(o, "user");
+  if (!int(a, "generated_ms")) throw new Error("the hub's answer has no generated_ms");
+  const alert = (o: Obj) => str(o, "rule") && str(o, "entity") && str(o, "host") && str(o, "summary") && int(o, "since_ms") && optInt(o, "gpu") &&
+    optStr(o, "user") && optInt(o, "silenced_until_ms");
   return {
+    generated_ms: a.generated_ms as number,
     firing: list<Alert>(a, "firing", alert),
     pending: list<Alert>(a, "pending", alert),
-    recent: list<LogEntry>(a, "recent", (o) => int(o, "at_ms") && str(o, "rule") && str(o, "phase") && str(o, "summary")),
+    recent: list<LogEntry>(a, "recent", (o) => int(o, "at_ms") && str(o, "rule") && str(o, "phase") && str(o, "summary") && optStr(o, "entity") && optInt(o, "since_ms")),
     subscriptions: list<Sub>(a, "subscriptions", (o) =>
-      int(o, "id") && int(o, "count") && int(o, "min_mem") && int(o, "expires_ms") && optStr(o, "host") && isObj(o.target) &&
+      int(o, "id") && int(o, "count") && int(o, "min_mem") && int(o, "created_ms") && int(o, "expires_ms") && optStr(o, "host") && isObj(o.target) &&
       (typeof o.target.user === "string" || typeof o.target.channel === "string")),
     silences: list<Silence>(a, "silences", (o) => int(o, "id") && int(o, "until_ms") && optStr(o, "rule") && optStr(o, "host") && optInt(o, "gpu")),
     channels: list<Obj>(a, "channels", (o) => str(o, "name")).map((c) => c.name as string),
@@ -160,8 +173,8 @@ function json(method: string, body: unknown, headers: Record<string, string> = {
 
 interface Kept {
   token: string;
-  /** When it was kept (Unix ms): a list asked before that cannot know it yet. */
-  at: number;
+  /** The subscription's created_ms (the hub's clock): with the id, what names it. */
+  created_ms: number;
 }
 
 function storage(kind: "localStorage" | "sessionStorage"): Storage | undefined {
@@ -182,7 +195,8 @@ class Tokens {
       const v: unknown = JSON.parse(s.getItem(SUBS_KEY) ?? "{}");
       if (!isObj(v)) return {};
       const out: Record<string, Kept> = {};
-      for (const [id, k] of Object.entries(v)) if (isObj(k) && str(k, "token") && typeof k.at === "number") out[id] = { token: k.token as string, at: k.at };
+      // One kept without created_ms (by an older page) cannot be told from a reused id: dropped.
+      for (const [id, k] of Object.entries(v)) if (isObj(k) && str(k, "token") && int(k, "created_ms")) out[id] = { token: k.token as string, created_ms: k.created_ms as number };
       return out;
     } catch {
       return {};
@@ -196,30 +210,27 @@ class Tokens {
       /* full or refused: kept in memory */
     }
   }
-  get(id: number): string | undefined {
-    return this.load()[String(id)]?.token;
+  /** The token of `s`, when this browser made it: same id, same creation time. */
+  get(s: { id: number; created_ms: number }): string | undefined {
+    const k = this.load()[String(s.id)];
+    return k && k.created_ms === s.created_ms ? k.token : undefined;
   }
-  add(id: number, token: string) {
-    this.save({ ...this.load(), [String(id)]: { token, at: Date.now() } });
+  add(id: number, token: string, created_ms: number) {
+    this.save({ ...this.load(), [String(id)]: { token, created_ms } });
   }
   drop(id: number) {
     const m = this.load();
     delete m[String(id)];
     this.save(m);
   }
-  /** Drops the tokens of subscriptions the hub no longer lists (told, expired, cancelled), of
-   * those kept before `askedAt`: one kept since may be missing from a list asked before. */
-  prune(listed: Set<number>, askedAt: number): number[] {
-    const m = this.load();
-    const gone: number[] = [];
-    for (const [id, k] of Object.entries(m)) {
-      if (!listed.has(Number(id)) && k.at < askedAt) {
-        delete m[id];
-        gone.push(Number(id));
-      }
-    }
-    if (gone.length) this.save(m);
-    return gone;
+  /** The kept subscriptions the hub's answer made at `generated` does not list (told, expired,
+   * cancelled, or gone with the hub's data): those made before it only, since one made in the
+   * same millisecond may be missing from it yet. */
+  missing(listed: Sub[], generated: number): { id: number; created_ms: number }[] {
+    const here = new Set(listed.map((s) => `${s.id}/${s.created_ms}`));
+    return Object.entries(this.load())
+      .map(([id, k]) => ({ id: Number(id), created_ms: k.created_ms }))
+      .filter((k) => !here.has(`${k.id}/${k.created_ms}`) && k.created_ms < generated);
   }
 }
 
@@ -237,20 +248,6 @@ function setAdminToken(t: string | null) {
 }
 
 // --- drawing -------------------------------------------------------------------------------
-
-/** "host_down" matches "host_down"; `*` any run of characters, `?` one: the hub's host patterns. */
-export function wildmatch(pattern: string, s: string): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
-  return new RegExp(`^${re}$`, "s").test(s);
-}
-
-/** The silence that holds `a`'s messages now, if any (the hub's matching, for showing only). */
-function silenceOf(a: Alert, silences: Silence[], now: number): Silence | undefined {
-  return silences.find(
-    (s) => now < s.until_ms && (s.rule == null || s.rule === a.rule) && (s.host == null || wildmatch(s.host, a.host)) &&
-      (s.gpu == null || s.gpu === a.gpu),
-  );
-}
 
 const pad = (n: number) => String(n).padStart(2, "0");
 /** "12-04 14:03:09" in the browser's time zone. */
@@ -433,6 +430,14 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
 
   const tokens = new Tokens();
   let data: Overview | null = null;
+  /** The hub's clock less the browser's, as of the last answer. */
+  let offset = 0;
+  const hubNow = () => Date.now() + offset;
+  /** Kept requests missing from an answer whose log does not say they were told (yet): when
+   * first missed, on the hub's clock. The hub drops a told request from its list a moment
+   * before its log says so: the verdict waits for an answer made after that. */
+  const unsure = new Map<string, number>();
+  let recheck: ReturnType<typeof setTimeout> | undefined;
   const keys = { alerts: "", log: "", subs: "", sil: "", to: "" };
   let busy = false;
   let again = false;
@@ -467,7 +472,9 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
   const drawAlerts = (d: Overview, now: number, adm: boolean) => {
     const all = [...d.firing, ...d.pending];
     // Drawn again only when what they say changed; their ages move in place.
-    const k = JSON.stringify([adm, all.map((a) => [a.rule, a.entity, a.phase, a.host, a.gpu, a.user, a.summary, silenceOf(a, d.silences, now)?.until_ms])]);
+    // A silence that ended since the hub answered holds nothing now.
+    const until = (a: Alert) => (a.silenced_until_ms != null && a.silenced_until_ms > now ? a.silenced_until_ms : undefined);
+    const k = JSON.stringify([adm, all.map((a) => [a.rule, a.entity, a.phase, a.host, a.gpu, a.user, a.summary, until(a)])]);
     if (k !== keys.alerts) {
       keys.alerts = k;
       redraw(alertsList, all.map((a) => {
@@ -477,7 +484,7 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
         li.dataset.entity = a.entity;
         li.dataset.phase = a.phase;
         if (a.gpu != null) li.dataset.gpu = String(a.gpu);
-        const s = silenceOf(a, d.silences, now);
+        const s = until(a);
         li.append(
           el("span", "al-phase", a.phase === "pending" ? "pending" : "FIRING"),
           el("span", "al-rule", a.rule),
@@ -485,8 +492,8 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
           el("span", "al-summary", a.summary),
           el("span", "al-for", age(a, now)),
         );
-        if (s) li.append(el("span", "al-silenced", `silenced until ${clock(s.until_ms, now)}`));
-        if (adm && a.phase !== "pending" && !s) {
+        if (s !== undefined) li.append(el("span", "al-silenced", `silenced until ${clock(s, now)}`));
+        if (adm && a.phase !== "pending" && s === undefined) {
           const b = button("al-silence", `Silence ${SILENCE_FOR}`, `silence:${a.rule}/${a.entity}`,
             `hold the messages of ${a.rule} on ${where({ host: a.host, gpu: a.gpu })} for ${SILENCE_FOR}`);
           b.addEventListener("click", () => void silence(a, b));
@@ -568,7 +575,7 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
 
   const drawSubs = (d: Overview, now: number, adm: boolean) => {
     subNone.hidden = d.subscriptions.length > 0;
-    const rows = d.subscriptions.map((s) => ({ s, yours: tokens.get(s.id) !== undefined }));
+    const rows = d.subscriptions.map((s) => ({ s, yours: tokens.get(s) !== undefined }));
     const k = JSON.stringify([adm, Math.floor(now / 60000), rows.map((r) => [r.s.id, subText(r.s), r.s.expires_ms, r.yours])]);
     if (k === keys.subs) return;
     keys.subs = k;
@@ -579,7 +586,7 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
       if (yours) li.append(el("span", "al-yours", "yours"));
       if (yours || adm) {
         const b = button("al-cancel", "Cancel", `cancel:${s.id}`, yours ? "cancel this request" : "cancel this request (as admin)");
-        b.addEventListener("click", () => void cancel(s.id, yours, b));
+        b.addEventListener("click", () => void cancel(s, yours, b));
         li.append(b);
       }
       return li;
@@ -593,7 +600,7 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
     adminSum.textContent = adm ? "admin (token in use)" : "admin";
     if (!data) return;
     const d = data;
-    const now = Date.now();
+    const now = hubNow();
     const nf = d.firing.length, np = d.pending.length;
     txt(count, nf || np ? [nf ? `${nf} firing` : "", np ? `${np} pending` : ""].filter(Boolean).join(", ") : "none firing");
     root.classList.toggle("firing", nf > 0);
@@ -603,6 +610,41 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
     drawTargets(d);
     drawSubs(d, now, adm);
   }
+
+  /** A request of this browser's that the hub no longer lists was told, or expired, or an admin
+   * cancelled it: said, so that "Asked: …" does not stay as if it still waited. */
+  const settle = (d: Overview) => {
+    const told: string[] = [];
+    const gone: number[] = [];
+    let wait = false;
+    for (const k of tokens.missing(d.subscriptions, d.generated_ms)) {
+      const key = `${k.id}/${k.created_ms}`;
+      // Its entry in the log: the same id, made at the same time (an id can come back).
+      const e = d.recent.find((e) => e.rule === "gpus_free" && e.phase === "firing" && e.entity === `subscription/${k.id}` &&
+        (e.since_ms == null || e.since_ms === k.created_ms));
+      if (e) {
+        told.push(`Your request ${k.id} was told: GPUs free on ${e.host}.`);
+      } else {
+        const first = unsure.get(key);
+        if (first === undefined || first >= d.generated_ms) {
+          unsure.set(key, first ?? d.generated_ms);
+          wait = true;
+          continue;
+        }
+        gone.push(k.id);
+      }
+      unsure.delete(key);
+      tokens.drop(k.id);
+    }
+    if (told.length || gone.length) {
+      const n = gone.length;
+      const why = n ? [`Your request${n === 1 ? "" : "s"} ${gone.join(", ")} no longer wait${n === 1 ? "s" : ""} (expired or cancelled by an admin).`] : [];
+      formSay([...told, ...why].join(" "));
+    }
+    // Asked again soon, not at the next refresh, for the verdict on one missed.
+    clearTimeout(recheck);
+    recheck = wait ? setTimeout(() => void refresh(), 1000) : undefined;
+  };
 
   const fail = (why: string) => {
     data = null;
@@ -622,7 +664,6 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
     }
     busy = true;
     try {
-      const askedAt = Date.now();
       const a = await ask("api/alerts");
       status.hidden = true;
       if (a.status !== 200) {
@@ -637,10 +678,8 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
         fail(`Alerts unavailable: ${(e as Error).message}.`);
         return;
       }
-      // A request of this browser's that the hub no longer lists was told (or expired, or an
-      // admin cancelled it): said, so that "Asked: …" does not stay as if it still waited.
-      const gone = tokens.prune(new Set(data.subscriptions.map((s) => s.id)), askedAt);
-      if (gone.length) formSay(`Your request${gone.length === 1 ? "" : "s"} ${gone.join(", ")} no longer wait${gone.length === 1 ? "s" : ""}: told, expired, or cancelled by an admin.`);
+      offset = data.generated_ms - Date.now();
+      settle(data);
       error.hidden = true;
       body.hidden = false;
       draw();
@@ -686,24 +725,30 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
         formSay(`Not asked: ${a.status === 400 ? reason(a) : failure(a)}.`, true);
         return;
       }
-      let made: { id?: unknown; cancel_token?: unknown };
+      let made: unknown;
       try {
-        made = JSON.parse(a.body) as typeof made;
+        made = JSON.parse(a.body);
       } catch {
-        made = {};
+        made = null;
       }
-      if (Number.isInteger(made.id) && typeof made.cancel_token === "string") tokens.add(made.id as number, made.cancel_token);
+      // `{ id, cancel_token, subscription }`: the token is kept with the id and created_ms.
+      const m = isObj(made) ? made : {};
+      const sub = isObj(m.subscription) ? m.subscription : {};
+      const kept = int(m, "id") && str(m, "cancel_token") && sub.id === m.id && int(sub, "created_ms");
+      if (kept) tokens.add(m.id as number, m.cancel_token as string, sub.created_ms as number);
       const where = host ? `on ${host}` : "anywhere";
-      formSay(`Asked: ${kind === "user" ? name : `channel ${name}`} will be told once when ${n} GPU${n === 1 ? " is" : "s are"} free ${where}.`);
+      formSay(`Asked: ${kind === "user" ? name : `channel ${name}`} will be told once when ${n} GPU${n === 1 ? " is" : "s are"} free ${where}.` +
+        (kept ? "" : " (This browser could not keep its cancel token: an admin can cancel it.)"));
       await refresh();
     } finally {
       submit.disabled = fTo.disabled;
     }
   }
 
-  async function cancel(id: number, yours: boolean, b: HTMLButtonElement) {
+  async function cancel(s: Sub, yours: boolean, b: HTMLButtonElement) {
+    const id = s.id;
     b.disabled = true;
-    const token = tokens.get(id);
+    const token = tokens.get(s);
     const a = yours && token !== undefined
       ? await ask(`api/alerts/subscriptions/${id}`, { method: "DELETE", headers: { "x-cancel-token": token } })
       : await adminAsk(`api/admin/alerts/subscriptions/${id}`, { method: "DELETE" });

@@ -23,11 +23,51 @@ interface Series {
   max: (number | null)[];
 }
 
+interface UserUsage {
+  user: string;
+  gpu_hours: number;
+  gpu_mem_gib_hours: number;
+  /** Of gpu_hours, those on GPUs that sat idle. */
+  idle_gpu_hours: number;
+  /** Mean utilization (%) of the GPUs held, over the time held; null: no GPU reported one. */
+  mean_util: number | null;
+  /** Energy drawn by the GPUs held (kWh); null: none reported power. */
+  energy_kwh: number | null;
+  hosts: string[];
+}
+
 interface Usage {
   from: number;
   to: number;
-  users: { user: string; gpu_hours: number; gpu_mem_gib_hours: number; hosts: string[] }[];
+  users: UserUsage[];
 }
+
+/** "12.34", and a small amount with two figures ("0.0042"), not "0.00". */
+export function amount(v: number): string {
+  if (v === 0) return "0.00";
+  return Math.abs(v) < 0.01 ? v.toPrecision(2) : v.toFixed(2);
+}
+
+/** A reading, or null when the hub has none (or an older hub does not say). */
+const reading = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
+const amountOf = (v: unknown) => {
+  const n = reading(v);
+  return n === null ? null : amount(n);
+};
+
+/** A usage column: its heading, what it means, and its cell's text (null: no reading). */
+const USAGE_COLUMNS: { key: string; head: string; title: string; text: (u: UserUsage) => string | null }[] = [
+  { key: "gpu-hours", head: "GPU-hours", title: "hours of GPUs held, summed over GPUs", text: (u) => amountOf(u.gpu_hours) },
+  { key: "mem-gib-hours", head: "GPU memory GiB-hours", title: "GPU memory the user's processes held, GiB × hours", text: (u) => amountOf(u.gpu_mem_gib_hours) },
+  { key: "idle-gpu-hours", head: "idle GPU-hours", title: "of the GPU-hours, those on GPUs held but idle", text: (u) => amountOf(u.idle_gpu_hours) },
+  { key: "mean-util", head: "mean util while held", title: "mean utilization of the GPUs held, over the time held",
+    text: (u) => {
+      const v = reading(u.mean_util);
+      return v === null ? null : `${v.toFixed(0)} %`;
+    } },
+  { key: "energy-kwh", head: "energy kWh", title: "energy the GPUs held drew (GPUs that report power)",
+    text: (u) => amountOf(u.energy_kwh) },
+];
 
 type Unit = "pct" | "bytes" | "num" | "c" | "w";
 type Kind = "host" | "gpu" | "user" | "cluster";
@@ -279,11 +319,24 @@ function usageSection(): HTMLElement {
   const csv = el("a", "csv", "export CSV");
   csv.id = "usage-csv";
   const table = el("table", "usage");
-  table.innerHTML = "<thead><tr><th>user</th><th>GPU-hours</th><th>GPU memory GiB-hours</th><th>hosts</th></tr></thead>";
+  const head = el("tr");
+  head.append(el("th", undefined, "user"));
+  for (const c of USAGE_COLUMNS) {
+    const th = el("th", "num", c.head);
+    th.dataset.col = c.key;
+    th.title = c.title;
+    head.append(th);
+  }
+  head.append(el("th", undefined, "hosts"));
+  const thead = el("thead");
+  thead.append(head);
   const tbody = el("tbody");
-  table.append(tbody);
+  table.append(thead, tbody);
   let span = "24h";
+  // Spans picked quickly: only the last one's answer is drawn.
+  let asked = 0;
   const load = async () => {
+    const n = ++asked;
     const to = Date.now(), from = to - SPANS[span];
     const q = `from=${from}&to=${to}`;
     csv.href = `api/usage?${q}&format=csv`;
@@ -291,19 +344,31 @@ function usageSection(): HTMLElement {
     status.textContent = "loading…";
     try {
       const u = await getJson<Usage>(`api/usage?${q}`);
+      if (n !== asked) return;
+      // The span drawn (the hub's from and to), for tests and the console.
+      table.dataset.from = String(u.from);
+      table.dataset.to = String(u.to);
       tbody.replaceChildren(
         ...u.users.map((r) => {
           const tr = el("tr");
           tr.dataset.user = r.user;
           tr.dataset.gpuHours = String(r.gpu_hours);
-          tr.append(el("td", undefined, r.user), el("td", "num", r.gpu_hours.toFixed(2)),
-                    el("td", "num", r.gpu_mem_gib_hours.toFixed(2)), el("td", undefined, r.hosts.join(", ")));
+          tr.append(el("td", undefined, r.user));
+          for (const c of USAGE_COLUMNS) {
+            const v = c.text(r);
+            // Unknown is said so, never shown as 0.
+            const td = el("td", v === null ? "num na" : "num", v ?? "–");
+            td.dataset.col = c.key;
+            if (v === null) td.title = "no reading";
+            tr.append(td);
+          }
+          tr.append(el("td", undefined, r.hosts.join(", ")));
           return tr;
         }),
       );
       status.textContent = u.users.length ? `${u.users.length} users over the last ${span}` : `nobody held a GPU in the last ${span}`;
     } catch (e) {
-      status.textContent = `unavailable: ${(e as Error).message}`;
+      if (n === asked) status.textContent = `unavailable: ${(e as Error).message}`;
     }
   };
   body.append(spanButtons(span, (s) => {

@@ -97,7 +97,7 @@ async function api(hub, path, { token = VIEWER_TOKEN, method = "GET", body } = {
 describe("the panel's helpers", () => {
   let m, drop;
   before(async () => {
-    ({ m, done: drop } = await bundleForNode("alerts-helpers", `export { memOf, wildmatch } from ${JSON.stringify(join(src, "alerts.ts"))};\n`));
+    ({ m, done: drop } = await bundleForNode("alerts-helpers", `export { memOf } from ${JSON.stringify(join(src, "alerts.ts"))};\n`));
   });
   after(() => drop?.());
 
@@ -107,16 +107,6 @@ describe("the panel's helpers", () => {
     assert.equal(m.memOf("1.5"), "1.5GiB");
     assert.equal(m.memOf("512MiB"), "512MiB");
     assert.equal(m.memOf("lots"), "lots");
-  });
-
-  test("host patterns as the hub reads them: * and ?, nothing else special", () => {
-    assert.ok(m.wildmatch("gpu-*", "gpu-07"));
-    assert.ok(m.wildmatch("gpu-0?", "gpu-07"));
-    assert.ok(!m.wildmatch("gpu-0?", "gpu-107"));
-    assert.ok(m.wildmatch("a.b", "a.b"));
-    assert.ok(!m.wildmatch("a.b", "axb"));
-    assert.ok(m.wildmatch("(x)[1]", "(x)[1]"));
-    assert.ok(!m.wildmatch("gone", "gone2"));
   });
 });
 
@@ -137,6 +127,13 @@ describe("the Alerts panel: firing alerts, notify me when free, silences", () =>
       }])));
   const kept = () => page.evaluate(() => JSON.parse(localStorage.getItem("hmonitor.subscriptions") ?? "{}"));
   const overview = async () => (await api(hub, "/api/alerts")).body;
+  /** The panel asks now (opening it does), not at its next refresh. */
+  const nudge = async () => {
+    const asked = page.waitForResponse((r) => new URL(r.url()).pathname === "/api/alerts", { timeout: 12000 });
+    await page.click("#alerts > summary");
+    await page.click("#alerts > summary");
+    await asked;
+  };
 
   before(async () => {
     rx = await receiver();
@@ -246,7 +243,10 @@ notify = ["lab"]
     assert.equal(listed.length, 1);
     assert.deepEqual({ ...listed[0], created_ms: 0, expires_ms: 0, by: "" },
       { id: Number(id), count: 1, min_mem: 20 * GiB, host: "busy", target: { user: "alice" }, created_ms: 0, expires_ms: 0, by: "" });
-    assert.equal(typeof (await kept())[id]?.token, "string");
+    // Kept with the id and the time the hub made it (an id alone can come back).
+    assert.deepEqual(Object.keys(await kept()), [id]);
+    assert.equal(typeof (await kept())[id].token, "string");
+    assert.equal((await kept())[id].created_ms, listed[0].created_ms);
     assert.match(await text("#alerts .al-formmsg"), /^Asked: alice will be told once when 1 GPU is free on busy\.$/);
 
     // Cancelled: gone from the page, the hub and this browser.
@@ -273,7 +273,11 @@ notify = ["lab"]
     await until("the request gone from the page", async () => Object.keys(await subs()).length === 0, 12000);
     assert.deepEqual((await overview()).subscriptions, []);
     assert.deepEqual(await kept(), {}, "the told request's token is dropped");
-    assert.equal(await text("#alerts .al-formmsg"), `Your request ${id} no longer waits: told, expired, or cancelled by an admin.`);
+    // The hub's log says it was told (not expired, not cancelled).
+    const entry = (await overview()).recent.find((e) => e.entity === `subscription/${id}`);
+    assert.equal(entry?.rule, "gpus_free");
+    assert.equal(entry?.phase, "firing");
+    await until("the told line", async () => (await text("#alerts .al-formmsg")) === `Your request ${id} was told: GPUs free on busy.`);
     // Still one: a request is told once.
     assert.equal(rx.hits.filter((h) => h.body?.rule === "gpus_free").length, 1);
   });
@@ -334,6 +338,107 @@ notify = ["lab"]
     await until("no admin controls", async () => (await page.$$("#alerts button.al-silence")).length === 0);
     assert.equal(await page.evaluate(() => sessionStorage.getItem("hmonitor.adminToken")), null);
     assert.deepEqual((await overview()).silences, []);
+  });
+
+  test("a request is yours for the same id and creation time only; one gone untold is said so", async () => {
+    // No admin token here (the last test's was refused): only "yours" may be cancelled.
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("hmonitor.adminToken")), null);
+    const other = await api(hub, "/api/alerts/subscriptions", { method: "POST", body: { count: 8, channel: "lab", expires: "1d" } });
+    assert.equal(other.status, 201);
+    // The answer: the id, the token once, and the whole subscription.
+    const { id, cancel_token, subscription } = other.body;
+    assert.equal(typeof cancel_token, "string");
+    assert.deepEqual({ ...subscription, created_ms: 0, expires_ms: 0, by: "" },
+      { id, count: 8, min_mem: 0, target: { channel: "lab" }, created_ms: 0, expires_ms: 0, by: "" });
+    assert.ok(subscription.expires_ms - subscription.created_ms === 24 * 3600 * 1000);
+    assert.deepEqual((await overview()).subscriptions.find((s) => s.id === id), subscription);
+
+    // A token kept for an earlier request of the same id (a hub on a fresh data dir counts
+    // from 1 again): not this one's, so not "yours"; the earlier one is said to be gone.
+    await page.evaluate(([id, k]) => localStorage.setItem("hmonitor.subscriptions", JSON.stringify({ [id]: k })),
+      [id, { token: cancel_token, created_ms: subscription.created_ms - 60000 }]);
+    await nudge();
+    await until("the earlier one said gone", async () =>
+      (await text("#alerts .al-formmsg")) === `Your request ${id} no longer waits (expired or cancelled by an admin).`, 12000);
+    assert.deepEqual(await kept(), {});
+    await until("the request listed", async () => (await subs())[id] !== undefined);
+    assert.deepEqual((await subs())[id], { text: "8 GPUs on any host, to channel lab", yours: false, cancel: false });
+
+    // One kept by an older page (no created_ms) cannot be told apart either: not "yours".
+    await page.evaluate(([id, k]) => localStorage.setItem("hmonitor.subscriptions", JSON.stringify({ [id]: k })),
+      [id, { token: cancel_token, at: Date.now() }]);
+    await nudge();
+    await page.waitForTimeout(200);
+    assert.equal((await subs())[id].yours, false);
+
+    // The same id and creation time: yours, and cancelled from the page with its token.
+    await page.evaluate(([id, k]) => localStorage.setItem("hmonitor.subscriptions", JSON.stringify({ [id]: k })),
+      [id, { token: cancel_token, created_ms: subscription.created_ms }]);
+    await nudge();
+    await until("yours", async () => (await subs())[id]?.yours === true, 12000);
+    assert.deepEqual((await subs())[id], { text: "8 GPUs on any host, to channel lab", yours: true, cancel: true });
+    await page.click(`#alerts li.al-sub[data-id="${id}"] button.al-cancel`);
+    await until("cancelled", async () => (await subs())[id] === undefined);
+    assert.equal(await text("#alerts .al-formmsg"), `Cancelled request ${id}.`);
+    assert.deepEqual((await overview()).subscriptions, []);
+
+    // Asked from the page (2 GPUs: busy has one), then cancelled by an admin elsewhere: not
+    // told, so the page says it no longer waits, and why it may be.
+    await page.fill("#al-f-count", "2");
+    await page.fill("#al-f-host", "busy");
+    await page.selectOption("#al-f-to", "channel:lab");
+    await page.click("#alerts button.al-submit");
+    await until("the request listed", async () => Object.values(await subs()).some((s) => s.yours));
+    const [[mine]] = Object.entries(await subs());
+    const made = (await overview()).subscriptions.find((s) => s.id === Number(mine)).created_ms;
+    assert.equal((await kept())[mine].created_ms, made);
+    assert.match(await text("#alerts .al-formmsg"), /^Asked: channel lab will be told once when 2 GPUs are free on busy\.$/);
+    const del = await api(hub, `/api/admin/alerts/subscriptions/${mine}`, { token: ADMIN_TOKEN, method: "DELETE" });
+    assert.equal(del.status, 200);
+    await nudge();
+    await until("the untold line", async () =>
+      (await text("#alerts .al-formmsg")) === `Your request ${mine} no longer waits (expired or cancelled by an admin).`, 12000);
+    assert.deepEqual(await kept(), {});
+    // The log may name an earlier request of the same id (the hub reuses a freed id), told:
+    // not this one, made later.
+    assert.equal((await overview()).recent.some((e) => e.entity === `subscription/${mine}` && e.since_ms === made), false);
+    await page.fill("#al-f-count", "1");
+    await page.fill("#al-f-host", "");
+  });
+
+  test("ages and times left count on the hub's clock, not a browser's that is off", async () => {
+    const sub = await api(hub, "/api/alerts/subscriptions", { method: "POST", body: { count: 8, channel: "lab", expires: "1h" } });
+    assert.equal(sub.status, 201);
+    const ctx = await browser.newContext({ viewport: { width: 1300, height: 1000 } });
+    // This browser's clock is 3 hours ahead.
+    await ctx.addInitScript(() => {
+      const real = Date.now;
+      Date.now = () => real() + 3 * 3600 * 1000;
+    });
+    const p2 = await ctx.newPage();
+    const errs = [];
+    p2.on("pageerror", (e) => errs.push(String(e)));
+    try {
+      await p2.goto(hub.url(`/?token=${VIEWER_TOKEN}`));
+      assert.ok(await p2.evaluate(() => Date.now() - performance.timeOrigin - performance.now() > 2 * 3600 * 1000), "the clock is off");
+      await p2.click("#alerts > summary");
+      const row = `${alertRow("gone")} .al-for`;
+      await until("the alert", async () => (await p2.$(row)) !== null);
+      const since = (await overview()).firing.find((a) => a.host === "gone").since_ms;
+      const age = await p2.$eval(row, (e) => e.textContent);
+      // Firing since the first test: seconds or minutes, never "3 h".
+      assert.match(age, /^for \d+ (s|min)$/);
+      const shown = Number(age.match(/\d+/)[0]) * (age.endsWith("min") ? 60 : 1);
+      const real = (Date.now() - since) / 1000;
+      assert.ok(Math.abs(shown - real) < 75, `${age} vs ${real} s`);
+      const left = `#alerts li.al-sub[data-id="${sub.body.id}"] .al-expires`;
+      await until("the request", async () => (await p2.$(left)) !== null);
+      assert.match(await p2.$eval(left, (e) => e.textContent), /^expires in (59 min|1 h)$/);
+      assert.deepEqual(errs, []);
+    } finally {
+      await ctx.close();
+      await api(hub, `/api/admin/alerts/subscriptions/${sub.body.id}`, { token: ADMIN_TOKEN, method: "DELETE" });
+    }
   });
 
   test("the panel says so when the hub cannot be asked, and comes back", async () => {

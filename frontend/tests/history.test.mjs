@@ -13,6 +13,8 @@ const me = userInfo().username;
 describe("history on the page", () => {
   let hub, agent, browser, page, train;
   const errors = [];
+  /** The page's /api/usage answers, by their `from`. */
+  const usageAnswers = new Map();
 
   before(async () => {
     train = job("train-hist");
@@ -29,6 +31,16 @@ describe("history on the page", () => {
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
     page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("response", async (r) => {
+      const u = new URL(r.url());
+      if (u.pathname !== "/api/usage" || u.searchParams.get("format") === "csv" || !r.ok()) return;
+      try {
+        const body = await r.json();
+        usageAnswers.set(String(body.from), body);
+      } catch {
+        /* the page gone meanwhile */
+      }
+    });
     // History exists once a few frames are stored.
     await until("stored samples", async () => {
       const r = await fetch(hub.url(`/api/history?id=delta/gpu0&metric=util&token=${VIEWER_TOKEN}`));
@@ -99,17 +111,57 @@ describe("history on the page", () => {
     assert.equal(await page.isVisible("#details"), false);
   });
 
+  /** The usage table as shown: the span drawn, headings, and per user each cell's [column,
+   * text, title, unknown]. */
+  const usageTable = () =>
+    page.$eval("#usage table.usage", (t) => ({
+      from: t.dataset.from,
+      head: [...t.tHead.rows[0].cells].map((c) => c.textContent),
+      rows: Object.fromEntries([...t.tBodies[0].rows].map((r) => [r.dataset.user,
+        [...r.cells].map((c) => [c.dataset.col ?? null, c.textContent, c.title, c.classList.contains("na")])])),
+    }));
+  /** What the page shows for a reading (amount: "0.00", "0.0042", "12.34"). */
+  const amount = (v) => (v === 0 ? "0.00" : Math.abs(v) < 0.01 ? v.toPrecision(2) : v.toFixed(2));
+
   test("who used what, with a CSV export", async () => {
     await page.click("#usage > summary");
     const row = `#usage tr[data-user="${me}"]`;
     // Over 1 h the hub sums raw samples (longer spans use the 1-minute tier, whose current
     // bucket is not closed yet); each click on the span fetches again.
+    let table, answer;
     await until("my usage", async () => {
       await page.click('#usage button[data-span="1h"]');
       await page.waitForTimeout(300);
-      return Number(await page.$eval(row, (r) => r.dataset.gpuHours).catch(() => 0)) > 0;
+      // The page's own answer for the span it drew (spans clicked quickly: the last is drawn).
+      table = await usageTable();
+      answer = usageAnswers.get(table.from);
+      return answer && Number(await page.$eval(row, (r) => r.dataset.gpuHours).catch(() => 0)) > 0;
     });
     assert.match(await page.textContent(`${row} td:last-child`), /delta/);
+
+    // The columns, and my row as the page's own answer (the same span) says it.
+    const { head, rows } = table;
+    assert.deepEqual(head, ["user", "GPU-hours", "GPU memory GiB-hours", "idle GPU-hours", "mean util while held", "energy kWh", "hosts"]);
+    const u = answer.users.find((x) => x.user === me);
+    assert.ok(u, JSON.stringify(answer));
+    assert.deepEqual(rows[me], [
+      [null, me, "", false],
+      ["gpu-hours", amount(u.gpu_hours), "", false],
+      ["mem-gib-hours", amount(u.gpu_mem_gib_hours), "", false],
+      ["idle-gpu-hours", amount(u.idle_gpu_hours), "", false],
+      ["mean-util", `${u.mean_util.toFixed(0)} %`, "", false],
+      ["energy-kwh", amount(u.energy_kwh), "", false],
+      [null, "delta", "", false],
+    ]);
+    // What the stand-in reports: my job holds GPU 0 at 88 % drawing 500 W, with 30 GiB.
+    assert.ok(Math.abs(u.mean_util - 88) < 0.5, `mean util ${u.mean_util}`);
+    assert.equal(rows[me][4][1], "88 %");
+    assert.equal(u.idle_gpu_hours, 0, "busy at 88 %: never idle");
+    assert.equal(rows[me][3][1], "0.00");
+    assert.ok(Math.abs(u.energy_kwh - 0.5 * u.gpu_hours) <= 0.02 * 0.5 * u.gpu_hours, `${u.energy_kwh} kWh over ${u.gpu_hours} GPU-hours at 500 W`);
+    assert.ok(Math.abs(u.gpu_mem_gib_hours - 30 * u.gpu_hours) <= 0.02 * 30 * u.gpu_hours, `${u.gpu_mem_gib_hours} GiB-hours`);
+    assert.notEqual(rows[me][5][1], "0.00", "a small energy is shown, not rounded to 0");
+
     const href = await page.getAttribute("#usage-csv", "href");
     assert.match(href, /format=csv/);
     const csv = await page.evaluate(async (h) => {
@@ -118,8 +170,45 @@ describe("history on the page", () => {
     }, href);
     assert.equal(csv[0], 200);
     assert.match(csv[1], /text\/csv/);
-    assert.match(csv[2], /^user,gpu_hours,gpu_mem_gib_hours,hosts/);
-    assert.match(csv[2], new RegExp(`\\n${me},`));
+    const lines = csv[2].trimEnd().split("\n");
+    assert.equal(lines[0], "user,gpu_hours,gpu_mem_gib_hours,idle_gpu_hours,mean_util_percent,energy_kwh,hosts");
+    const mine = lines.find((l) => l.startsWith(`${me},`));
+    assert.ok(mine, csv[2]);
+    const [, gh, gib, idle, util, kwh, hosts] = mine.split(",");
+    assert.ok(Number(gh) > 0);
+    assert.ok(Math.abs(Number(gib) - 30 * Number(gh)) <= 0.02 * 30 * Number(gh), mine);
+    assert.equal(Number(idle), 0, mine);
+    assert.ok(Math.abs(Number(util) - 88) < 0.5, mine);
+    assert.ok(Math.abs(Number(kwh) - 0.5 * Number(gh)) <= 0.02 * 0.5 * Number(gh), mine);
+    assert.equal(hosts, "delta");
+  });
+
+  test("who used what: a reading the hub does not have is shown as unknown, never 0", async () => {
+    // A hub's answer with users whose GPUs reported no utilization or no power.
+    const fake = (r) => {
+      if (new URL(r.request().url()).searchParams.get("format") === "csv") return r.continue();
+      return r.fulfill({ contentType: "application/json", body: JSON.stringify({ from: 1000, to: 3601000, users: [
+        { user: "nopower", gpu_hours: 2, gpu_mem_gib_hours: 40, idle_gpu_hours: 0.5, mean_util: 37.4, energy_kwh: null, hosts: ["a"] },
+        { user: "noreading", gpu_hours: 1, gpu_mem_gib_hours: 0, idle_gpu_hours: 0, mean_util: null, energy_kwh: null, hosts: ["b", "c"] },
+        { user: "zero", gpu_hours: 0.25, gpu_mem_gib_hours: 0, idle_gpu_hours: 0.25, mean_util: 0, energy_kwh: 0, hosts: ["d"] },
+      ] }) });
+    };
+    const usageApi = (u) => u.pathname === "/api/usage";
+    await page.route(usageApi, fake);
+    try {
+      await page.click('#usage button[data-span="24h"]');
+      await until("the hub's answer drawn", async () => (await usageTable()).from === "1000");
+      const { rows } = await usageTable();
+      assert.deepEqual(rows.nopower.slice(1, 6), [
+        ["gpu-hours", "2.00", "", false], ["mem-gib-hours", "40.00", "", false], ["idle-gpu-hours", "0.50", "", false],
+        ["mean-util", "37 %", "", false], ["energy-kwh", "–", "no reading", true],
+      ]);
+      assert.deepEqual(rows.noreading.slice(4), [["mean-util", "–", "no reading", true], ["energy-kwh", "–", "no reading", true], [null, "b, c", "", false]]);
+      // A reading of 0 is 0: only a missing one is unknown.
+      assert.deepEqual(rows.zero.slice(3, 6), [["idle-gpu-hours", "0.25", "", false], ["mean-util", "0 %", "", false], ["energy-kwh", "0.00", "", false]]);
+    } finally {
+      await page.unroute(usageApi, fake);
+    }
   });
 
   test("the cluster over time", async () => {

@@ -12,6 +12,9 @@
 #   ingest-4k    4,000 agents × 1 frame/s: what a 2-core machine sustains with history on
 #   fanout       1,000 agents × 1 frame/s, 50 browsers, 60 s after a 5 s ramp
 #   saturate     ingest-19k ingest-10k-2hz ingest-10k-4hz fanout-100b fanout-200b fanout-2000a
+#   alerts       alerts-off alerts-on: 10,000 agents × 8 GPUs at one frame per 5 s (all 10,000
+#                hosts in the map, frames a 2-core hub takes with history on), the hub without
+#                and with 20 alert rules evaluated every second (hub/scripts/alerts-20.toml)
 #
 # Results (one JSON object per run) go to $OUT (default: a temporary directory, printed).
 # Everything stays on 127.0.0.0/8; every run is bounded (ramp + warm-up + DURATION seconds).
@@ -67,13 +70,15 @@ wait_quiet() {
   done
 }
 
-# run NAME N LOAD-ARGS...: one fresh hub, one load run, results in $OUT/NAME-<n>.json.
+# run NAME N LOAD-ARGS...: one fresh hub, one load run, results in $OUT/NAME-<n>.json. The hub
+# gets $HUB_ARGS too (set per scenario).
 run() {
   local name=$1 n=$2
   shift 2
   wait_quiet
   rm -rf "$work/data"
-  "$hub_bin" --listen 127.0.0.1:0 --max-conns-per-addr 0 --data-dir "$work/data" --token bench 2>"$OUT/$name-$n.hub.log" &
+  # shellcheck disable=SC2086
+  "$hub_bin" --listen 127.0.0.1:0 --max-conns-per-addr 0 --data-dir "$work/data" --token bench ${HUB_ARGS:-} 2>"$OUT/$name-$n.hub.log" &
   hub=$!
   local addr=
   for _ in $(seq 100); do
@@ -135,6 +140,8 @@ scenario() {
     fanout-100b) run "$name" "$n" --agents 1000 --rate 1 --browsers 100 --ramp 5 ;;
     fanout-200b) run "$name" "$n" --agents 1000 --rate 1 --browsers 200 --ramp 5 ;;
     fanout-2000a) run "$name" "$n" --agents 2000 --rate 1 --browsers 50 --ramp 5 ;;
+    alerts-off) HUB_ARGS= run "$name" "$n" --agents 10000 --rate 0.2 --ramp 20 --warmup 10 ;;
+    alerts-on) HUB_ARGS="--config hub/scripts/alerts-20.toml" run "$name" "$n" --agents 10000 --rate 0.2 --ramp 20 --warmup 10 ;;
     *)
       echo "unknown scenario $name" >&2
       return 2
@@ -148,6 +155,8 @@ expanded=()
 for s in "${names[@]}"; do
   if [ "$s" = saturate ]; then
     expanded+=(ingest-19k ingest-10k-2hz ingest-10k-4hz fanout-100b fanout-200b fanout-2000a)
+  elif [ "$s" = alerts ]; then
+    expanded+=(alerts-off alerts-on)
   else
     expanded+=("$s")
   fi

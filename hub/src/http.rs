@@ -120,6 +120,11 @@ async fn healthz(State(app): State<App>) -> Response {
         "connections_refused": s.connections_refused.load(Ordering::Relaxed),
         "browsers_dropped": s.browsers_dropped.load(Ordering::Relaxed),
         "browser_lagged": s.browser_lagged.load(Ordering::Relaxed),
+        "alerts": {
+            "firing": app.alerts.firing().len(),
+            // Channels whose last send failed (after its retries): an alert nobody hears.
+            "channels_failing": app.alerts.failing_channels(),
+        },
     }))
     .into_response()
 }

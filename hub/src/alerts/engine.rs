@@ -55,6 +55,17 @@ pub struct Engine {
     records: HashMap<String, HashMap<String, Record>>,
 }
 
+/// A pending record is written to the store once it has been pending this long: a restart
+/// then resumes its `for` (an idle hog's hour), while values that only touch a threshold for
+/// a moment, as most do, never cost a write.
+pub const PERSIST_PENDING_AFTER: Duration = Duration::from_secs(60);
+
+/// Marks `r` stored and queues it for the store.
+fn save(step: &mut Step, r: &mut Record) {
+    r.stored = true;
+    step.upsert.push(r.clone());
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -92,6 +103,26 @@ impl Engine {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Host → indices of the rules with a record on it (what [`super::rules::evaluate`] needs
+    /// hysteresis values for).
+    pub fn tracked(&self, rules: &[Rule]) -> HashMap<String, Vec<usize>> {
+        let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for r in self
+                .records
+                .get(&rule.name)
+                .into_iter()
+                .flat_map(HashMap::values)
+            {
+                let v = out.entry(r.labels.host.clone()).or_default();
+                if !v.contains(&i) {
+                    v.push(i);
+                }
+            }
+        }
+        out
     }
 
     /// Drops every record of `host` (an admin forgot it): nobody is told.
@@ -145,13 +176,16 @@ impl Engine {
                         value: o.value,
                         told: 0,
                         notified_ms: 0,
+                        stored: false,
                     };
                     if now.saturating_sub(since) >= ms(rule.for_) {
                         r.phase = Phase::Firing;
                         r.fired_ms = now;
                         step.log.push(r.clone());
                     }
-                    step.upsert.push(r.clone());
+                    if r.phase == Phase::Firing {
+                        save(&mut step, &mut r);
+                    }
                     m.insert(o.entity.clone(), r);
                 }
                 Some(r) => {
@@ -164,12 +198,14 @@ impl Engine {
                                 r.phase = Phase::Firing;
                                 r.fired_ms = now;
                                 step.log.push(r.clone());
-                                step.upsert.push(r.clone());
+                                save(&mut step, r);
                             }
                         }
                         // Below the threshold: pending starts over.
                         (Phase::Pending, Level::Band) => {
-                            step.remove.push(r.key());
+                            if r.stored {
+                                step.remove.push(r.key());
+                            }
                             m.remove(&o.entity);
                             continue;
                         }
@@ -179,7 +215,7 @@ impl Engine {
                         (Phase::Resolved, Level::Active) => {
                             r.phase = Phase::Firing;
                             r.resolved_ms = 0;
-                            step.upsert.push(r.clone());
+                            save(&mut step, r);
                         }
                     }
                 }
@@ -206,7 +242,7 @@ impl Engine {
                             r.phase = Phase::Resolved;
                             r.resolved_ms = now;
                             step.log.push(r.clone());
-                            step.upsert.push(r.clone());
+                            save(&mut step, r);
                         }
                         Phase::Resolved => {}
                     }
@@ -216,7 +252,7 @@ impl Engine {
                 }
             }
             for entity in drop {
-                if let Some(r) = m.remove(&entity) {
+                if let Some(r) = m.remove(&entity).filter(|r| r.stored) {
                     step.remove.push(r.key());
                 }
             }
@@ -231,7 +267,12 @@ fn due(rule: &Rule, r: &mut Record, ctx: &Ctx<'_>, step: &mut Step) -> bool {
     let now = ctx.now_ms;
     let quiet = rule.quiet.is_some_and(|q| q.contains(ctx.minute));
     match r.phase {
-        Phase::Pending => false,
+        Phase::Pending => {
+            if !r.stored && now.saturating_sub(r.since_ms) >= ms(PERSIST_PENDING_AFTER) {
+                save(step, r);
+            }
+            false
+        }
         Phase::Firing => {
             if quiet || (ctx.silenced)(r) {
                 return false;
@@ -265,7 +306,7 @@ fn due(rule: &Rule, r: &mut Record, ctx: &Ctx<'_>, step: &mut Step) -> bool {
             if to != 0 {
                 r.told |= to;
                 r.notified_ms = now;
-                step.upsert.push(r.clone());
+                save(step, r);
                 step.notices.push(Notice {
                     record: r.clone(),
                     phase: Phase::Firing,
@@ -512,5 +553,34 @@ mod tests {
             n += cycle(&mut e, &rules, t, Some(Level::Active)).notices.len();
         }
         assert_eq!(n, 3, "at 0, 1 h and 2 h");
+    }
+
+    #[test]
+    fn brief_pendings_cost_no_write_and_long_ones_are_kept() {
+        let rules = [rule(RuleKind::GpuTemp, 3600)];
+        let mut e = Engine::default();
+        for t in 0..30 {
+            let level = if t % 2 == 0 {
+                Some(Level::Active)
+            } else {
+                None
+            };
+            let s = cycle(&mut e, &rules, t, level);
+            assert!(s.upsert.is_empty() && s.remove.is_empty(), "t={t}: {s:?}");
+        }
+        assert!(cycle(&mut e, &rules, 100, Some(Level::Active))
+            .upsert
+            .is_empty());
+        let s = cycle(&mut e, &rules, 160, Some(Level::Active));
+        assert_eq!(s.upsert.len(), 1, "pending for a minute: stored");
+        assert!(cycle(&mut e, &rules, 161, Some(Level::Active))
+            .upsert
+            .is_empty());
+        let s = cycle(&mut e, &rules, 162, None);
+        assert_eq!(
+            s.remove.len(),
+            1,
+            "a stored pending is removed from the store"
+        );
     }
 }

@@ -246,9 +246,10 @@ impl Alerts {
             u16::try_from(z.hour()).unwrap_or(0) * 60 + u16::try_from(z.minute()).unwrap_or(0)
         };
         let cfg = &self.cfg;
+        let tracked = lock(&self.engine).tracked(&cfg.rules);
         let (obs, new_hosts) = {
             let mut known = lock(&self.known);
-            let obs = rules::evaluate(hub, &cfg.rules, &mut known, now, self.started_ms);
+            let obs = rules::evaluate(hub, &cfg.rules, &mut known, &tracked, now, self.started_ms);
             (obs, known.take_dirty())
         };
         let silences = self
@@ -292,6 +293,14 @@ impl Alerts {
             }
             for id in &done {
                 store.remove_subscription(*id)?;
+            }
+            // Off the list only once the log says it was told: a page asking in between
+            // sees it waiting or told, never vanished.
+            if !done.is_empty() {
+                self.subs
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|s| !done.contains(&s.id));
             }
             if silences.iter().any(|s| s.until_ms <= now) {
                 store.expire_silences(now)?;
@@ -404,6 +413,7 @@ impl Alerts {
                     value: Some(f64::from(s.count)),
                     told: 0,
                     notified_ms: now,
+                    stored: false,
                 },
                 phase: Phase::Firing,
                 repeat: false,
@@ -428,12 +438,6 @@ impl Alerts {
             // In the log, so that "told" is told apart from "expired" or "cancelled".
             log.push(item.record);
             done.push(s.id);
-        }
-        if !done.is_empty() {
-            self.subs
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|s| !done.contains(&s.id));
         }
         done
     }
@@ -472,6 +476,23 @@ impl Alerts {
                     (None, Some(m)) => format!("{} @{m} on {}", ch.kind.as_str(), ch.name),
                     (None, None) => format!("channel {}", ch.name),
                 })
+            })
+            .collect()
+    }
+
+    /// Channels whose last send failed, with the error.
+    pub fn failing_channels(&self) -> Vec<(String, String)> {
+        let outboxes = self.outboxes.read().unwrap_or_else(PoisonError::into_inner);
+        outboxes
+            .iter()
+            .filter_map(|o| {
+                let e = o
+                    .counters
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                (!e.is_empty()).then(|| (o.name.clone(), e))
             })
             .collect()
     }

@@ -102,6 +102,9 @@ pub struct Record {
     pub told: u8,
     /// When a message about it last went out (0: never).
     pub notified_ms: u64,
+    /// In the store (a young pending record is not, see `engine::PERSIST_PENDING_AFTER`).
+    #[serde(skip)]
+    pub stored: bool,
 }
 
 impl Record {

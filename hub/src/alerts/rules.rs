@@ -95,10 +95,14 @@ impl Known {
 
 /// Everything the rules find past their thresholds now. `started_ms`: when the hub started
 /// (a known host absent since then counts as down from there, so it has `for` to come back).
+/// `tracked`: host → rules with a record on it; only those need values in the hysteresis
+/// band (which keep a firing alert firing), so nothing is built for the many that merely
+/// come near a threshold.
 pub fn evaluate(
     hub: &Hub,
     rules: &[Rule],
     known: &mut Known,
+    tracked: &HashMap<String, Vec<usize>>,
     now_ms: u64,
     started_ms: u64,
 ) -> Vec<Obs> {
@@ -113,7 +117,8 @@ pub fn evaluate(
             // The condition first, the scope only for what it found: patterns cost more
             // than the readings, and most cycles find nothing.
             let start = out.len();
-            judge_host(i, rule, h, now_ms, started_ms, &mut out);
+            let band = tracked.get(&h.id).is_some_and(|r| r.contains(&i));
+            judge_host(i, rule, h, band, now_ms, started_ms, &mut out);
             if out.len() > start && !rule.scope.hosts.allows(&[&h.id]) {
                 out.truncate(start);
             }
@@ -160,6 +165,7 @@ fn judge_host(
     i: usize,
     rule: &Rule,
     h: &HostState,
+    band: bool,
     now_ms: u64,
     started_ms: u64,
     out: &mut Vec<Obs>,
@@ -202,11 +208,11 @@ fn judge_host(
                 });
             }
         }
-        RuleKind::DiskFull => disks(i, rule, h, info, out),
+        RuleKind::DiskFull => disks(i, rule, h, info, band, out),
         RuleKind::GpuLost | RuleKind::GpuError | RuleKind::GpuTemp | RuleKind::IdleHog => {
             for g in &info.gpus {
                 let start = out.len();
-                gpu(i, rule, h, g, out);
+                gpu(i, rule, h, g, band, out);
                 if out.len() > start && !gpu_in_scope(rule, g) {
                     out.truncate(start);
                 }
@@ -232,7 +238,7 @@ fn gpu_labels(h: &HostState, g: &GpuInfo) -> Labels {
     }
 }
 
-fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
+fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, band: bool, out: &mut Vec<Obs>) {
     // Only for an entity that raises an alert: formatting for every GPU of every host in
     // every cycle was most of a cycle's cost.
     let name = || {
@@ -283,7 +289,7 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
             };
             let level = if t >= rule.threshold {
                 Level::Active
-            } else if t >= rule.threshold - rule.clear {
+            } else if band && t >= rule.threshold - rule.clear {
                 Level::Band
             } else {
                 return;
@@ -310,7 +316,7 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, out: &mut Vec<Obs>) {
             };
             let level = if util <= rule.max_util {
                 Level::Active
-            } else if util <= rule.max_util + 5.0 {
+            } else if band && util <= rule.max_util + 5.0 {
                 Level::Band
             } else {
                 return;
@@ -381,14 +387,14 @@ fn disk_percent(used: u64, avail: u64, total: u64) -> Option<f64> {
     (base > 0).then(|| used as f64 * 100.0 / base as f64)
 }
 
-fn disks(i: usize, rule: &Rule, h: &HostState, info: &HostInfo, out: &mut Vec<Obs>) {
+fn disks(i: usize, rule: &Rule, h: &HostState, info: &HostInfo, band: bool, out: &mut Vec<Obs>) {
     for d in &info.disks {
         let Some(pct) = disk_percent(d.used, d.avail, d.total) else {
             continue;
         };
         let level = if pct >= rule.threshold {
             Level::Active
-        } else if pct >= rule.threshold - rule.clear {
+        } else if band && pct >= rule.threshold - rule.clear {
             Level::Band
         } else {
             continue;

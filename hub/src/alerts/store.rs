@@ -25,6 +25,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
+/// Subscription and silence ids are never reused (AUTOINCREMENT): a page holding the cancel
+/// token of a subscription long gone must not take a new one with the same id for its own.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
     rule TEXT NOT NULL, entity TEXT NOT NULL, kind TEXT NOT NULL, phase TEXT NOT NULL,
@@ -42,12 +44,12 @@ CREATE TABLE IF NOT EXISTS alert_log (
 );
 CREATE TABLE IF NOT EXISTS known_hosts (id TEXT PRIMARY KEY, last_seen_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS subscriptions (
-    id INTEGER PRIMARY KEY, count INTEGER NOT NULL, min_mem INTEGER NOT NULL, host TEXT,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, count INTEGER NOT NULL, min_mem INTEGER NOT NULL, host TEXT,
     target_kind TEXT NOT NULL, target TEXT NOT NULL, created_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, by TEXT NOT NULL, cancel_hash TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS silences (
-    id INTEGER PRIMARY KEY, rule TEXT, host TEXT, gpu INTEGER, until_ms INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT, host TEXT, gpu INTEGER, until_ms INTEGER NOT NULL,
     comment TEXT NOT NULL, created_ms INTEGER NOT NULL
 );
 ";
@@ -134,6 +136,7 @@ impl Store {
                 value: r.get(15)?,
                 told: r.get(16)?,
                 notified_ms: u(r.get(17)?),
+                stored: true,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -390,6 +393,7 @@ mod tests {
             value: Some(91.0),
             told: 1,
             notified_ms: 2,
+            stored: true,
         };
         let step = Step {
             upsert: vec![r.clone()],

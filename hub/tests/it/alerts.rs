@@ -24,6 +24,7 @@ pub struct Hit {
     pub query: String,
     pub body: Value,
     pub raw: String,
+    pub headers: Vec<(String, String)>,
     pub at: Instant,
 }
 
@@ -38,32 +39,44 @@ pub struct Receiver {
 async fn record(
     State(r): State<Receiver>,
     uri: Uri,
-    _h: HeaderMap,
+    h: HeaderMap,
     body: String,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let path = uri.path().trim_start_matches('/').to_owned();
     let hit = Hit {
         path: path.clone(),
         query: uri.query().unwrap_or("").to_owned(),
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         raw: body,
+        headers: h
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
         at: Instant::now(),
     };
     r.hits.lock().expect("hits").push(hit);
     if path.starts_with("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if path == "redirect" {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, "/stolen")],
+            "",
+        )
+            .into_response();
+    }
     if path.starts_with("fail") {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "down".to_owned());
+        return (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
     }
     if path == "feishu-bad" {
         return (
             StatusCode::OK,
-            r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#
-                .to_owned(),
-        );
+            r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#,
+        )
+            .into_response();
     }
-    (StatusCode::OK, r#"{"code":0,"errcode":0}"#.to_owned())
+    (StatusCode::OK, r#"{"code":0,"errcode":0}"#).into_response()
 }
 
 impl Receiver {
@@ -457,6 +470,18 @@ async fn a_channel_that_times_out_is_retried_and_does_not_delay_the_other() {
         metrics.contains("hmonitor_alert_messages_total{channel=\"slow\",result=\"retried\"} 2"),
         "{metrics}"
     );
+    let health = get_json(&hub.http("/healthz")).await;
+    assert_eq!(
+        health["alerts"]["channels_failing"][0][0], "slow",
+        "{health}"
+    );
+    assert_eq!(
+        health["alerts"]["channels_failing"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "fast is fine: {health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -768,10 +793,12 @@ async fn alerts_test_sends_a_message_and_reports_a_vendors_refusal() {
         &format!(
             "[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
              [[alerts.channel]]\nname = \"fs\"\nkind = \"feishu\"\nurl = \"{}\"\nsecret = \"demo\"\n\
-             [[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl = \"{}?access_token=abc\"\nsecret = \"SEC1\"\n",
+             [[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl = \"{}?access_token=abc\"\nsecret = \"SEC1\"\n\
+             [[alerts.channel]]\nname = \"moved\"\nkind = \"slack\"\nurl = \"{}\"\n",
             rx.url("lab"),
             rx.url("feishu-bad"),
-            rx.url("ding")
+            rx.url("ding"),
+            rx.url("redirect")
         ),
     );
     let data = dir.path().to_owned();
@@ -846,13 +873,29 @@ async fn alerts_test_sends_a_message_and_reports_a_vendors_refusal() {
     );
     assert_eq!(ding[0].body["msgtype"], "text");
 
+    // A redirect is not followed: the message never reaches where it points.
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["alerts", "test", "moved"])
+    })
+    .await
+    .expect("join");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redirect to \"/stolen\" not followed"),
+        "{err}"
+    );
+    assert_eq!(rx.hits("redirect").len(), 1);
+    assert!(rx.hits("stolen").is_empty());
+
     let out = tokio::task::spawn_blocking(move || run(&["alerts", "test", "nope"]))
         .await
         .expect("join");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("nope") && err.contains("lab, fs, ding"),
+        err.contains("nope") && err.contains("lab, fs, ding, moved"),
         "{err}"
     );
 }
@@ -1116,4 +1159,143 @@ async fn wait_notify_subscribes_the_caller_through_the_agent_and_tells_them_once
     // A command cannot go with --notify (nothing would run it).
     let o = cli(&["wait", "--notify", "--", "true"]);
     assert!(!o.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_a_channels_rate_limit_what_waits_goes_out_as_one_digest() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+             rate_limit = \"1/6s\"\n[[alerts.rule]]\nkind = \"host_down\"\nfor = \"0s\"\nnotify = [\"lab\"]\n",
+            rx.url("lab")
+        ),
+    );
+    let hub = hub_with(&cfg, None);
+    let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
+    let mut agents: Vec<_> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|id| agent(id, &hub.agent_url(), &scenario, "300ms"))
+        .collect();
+    for id in ["d1", "d2", "d3"] {
+        host_up(&hub, id).await;
+    }
+    // Three hosts down in three different cycles: the first message goes at once, the other
+    // two wait for the channel's next token and go together.
+    for a in &mut agents {
+        a.kill();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let first = rx.wait("lab", 1, Duration::from_secs(5)).await;
+    assert_eq!(first[0].body["count"], 1, "{}", first[0].body);
+    let hits = rx.wait("lab", 2, Duration::from_secs(15)).await;
+    let gap = hits[1].at.duration_since(hits[0].at);
+    assert!(gap >= Duration::from_secs(5), "the limit held for {gap:?}");
+    assert_eq!(hits[1].body["count"], 2, "{}", hits[1].body);
+    let hosts: Vec<&str> = hits[1].body["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["host"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 2);
+    assert!(!hosts.contains(&first[0].body["host"].as_str().unwrap_or_default()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.hits("lab").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_is_mentioned_on_every_chat_channel_and_reached_on_ntfy_in_each_vendors_shape() {
+    let rx = Receiver::start().await;
+    let (_, me) = current_user();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[alerts]\ninterval = \"200ms\"\n\
+             [[alerts.channel]]\nname = \"fs\"\nkind = \"feishu\"\nurl = \"{}\"\nsecret = \"s1\"\n\
+             [[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl = \"{}\"\n\
+             [[alerts.channel]]\nname = \"wx\"\nkind = \"wecom\"\nurl = \"{}\"\n\
+             [[alerts.channel]]\nname = \"sl\"\nkind = \"slack\"\nurl = \"{}\"\n\
+             [[alerts.channel]]\nname = \"nt\"\nkind = \"ntfy\"\nurl = \"{}\"\ntoken = \"tk_abc\"\n\
+             [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"1GiB\"\nfor = \"0s\"\nescalate_after = \"1h\"\n\
+             [users.\"{me}\"]\nfeishu = \"ou_me\"\ndingtalk = \"13800001111\"\nwecom = \"me_wx\"\nslack = \"U0ME\"\nntfy = \"my-gpus\"\n",
+            rx.url("fs"),
+            rx.url("ding"),
+            rx.url("wx"),
+            rx.url("sl"),
+            rx.url("lab-topic")
+        ),
+    );
+    let hub = hub_with(&cfg, None);
+    let job = Children::spawn(1);
+    let pid = job.pids()[0];
+    let scenario = Scenario::new(
+        &json!({ "gpus": [{ "name": "NVIDIA H200", "memory_total": 150 * GIB, "memory_used": 9 * GIB,
+        "utilization_gpu": 0, "processes": [{ "pid": pid, "used_memory": 8 * GIB, "type": "compute" }] }] }),
+    );
+    let _a = agent("v1", &hub.agent_url(), &scenario, "300ms");
+    host_up(&hub, "v1").await;
+    let fs = rx.wait("fs", 1, Duration::from_secs(10)).await;
+    let text = fs[0].body["content"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("<at user_id=\"ou_me\"></at>") && text.contains("idle_hog"),
+        "{}",
+        fs[0].raw
+    );
+    let ts: u64 = fs[0].body["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("timestamp");
+    assert_eq!(
+        fs[0].body["sign"],
+        hmonitor_hub::alerts::channel::sign::feishu(ts, "s1")
+    );
+    let ding = rx.wait("ding", 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        ding[0].body["at"]["atMobiles"],
+        json!(["13800001111"]),
+        "{}",
+        ding[0].raw
+    );
+    assert!(ding[0].body["text"]["content"]
+        .as_str()
+        .is_some_and(|t| t.contains("@13800001111")));
+    let wx = rx.wait("wx", 1, Duration::from_secs(10)).await;
+    assert_eq!(wx[0].body["msgtype"], "text");
+    assert_eq!(
+        wx[0].body["text"]["mentioned_list"],
+        json!(["me_wx"]),
+        "{}",
+        wx[0].raw
+    );
+    let sl = rx.wait("sl", 1, Duration::from_secs(10)).await;
+    assert!(
+        sl[0].body["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("<@U0ME>")),
+        "{}",
+        sl[0].raw
+    );
+    // ntfy: the owner's own topic on the channel's server, with title, priority and token.
+    let nt = rx.wait("my-gpus", 1, Duration::from_secs(10)).await;
+    let header = |name: &str| {
+        nt[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert!(header("title").contains("idle_hog"), "{:?}", nt[0].headers);
+    assert_eq!(header("priority"), "high");
+    assert_eq!(header("authorization"), "Bearer tk_abc");
+    assert!(nt[0].raw.contains("sleep"), "{}", nt[0].raw);
+    assert!(
+        rx.hits("lab-topic").is_empty(),
+        "the admins' topic heard nothing: no escalation yet"
+    );
+    drop(job);
 }
