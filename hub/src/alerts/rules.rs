@@ -249,49 +249,29 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, band: bool, out: &mut 
         }
     };
     match rule.kind {
-        RuleKind::GpuLost if g.err_kind == ErrorKind::Lost as i32 => {
-            out.push(Obs {
-                rule: i,
-                entity: format!("{}/gpu{}", h.id, g.id),
-                level: Level::Active,
-                since_ms: None,
-                labels: gpu_labels(h, g),
-                summary: format!(
-                    "GPU {}{} of {} fell off the bus: {}",
-                    g.id,
-                    name(),
-                    h.id,
-                    g.err
-                ),
-                value: None,
-            });
-        }
-        RuleKind::GpuError if gpu_error(g) => {
-            out.push(Obs {
-                rule: i,
-                entity: format!("{}/gpu{}", h.id, g.id),
-                level: Level::Active,
-                since_ms: None,
-                labels: gpu_labels(h, g),
-                summary: format!(
-                    "GPU {}{} of {} cannot be read: {}",
-                    g.id,
-                    name(),
-                    h.id,
-                    g.err
-                ),
-                value: None,
-            });
+        RuleKind::GpuLost | RuleKind::GpuError => {
+            let (hit, what) = if rule.kind == RuleKind::GpuLost {
+                (g.err_kind == ErrorKind::Lost as i32, "fell off the bus")
+            } else {
+                (gpu_error(g), "cannot be read")
+            };
+            if hit {
+                out.push(Obs {
+                    rule: i,
+                    entity: format!("{}/gpu{}", h.id, g.id),
+                    level: Level::Active,
+                    since_ms: None,
+                    labels: gpu_labels(h, g),
+                    summary: format!("GPU {}{} of {} {what}: {}", g.id, name(), h.id, g.err),
+                    value: None,
+                });
+            }
         }
         RuleKind::GpuTemp => {
             let Some(t) = g.temp.map(f64::from) else {
                 return;
             };
-            let level = if t >= rule.threshold {
-                Level::Active
-            } else if band && t >= rule.threshold - rule.clear {
-                Level::Band
-            } else {
+            let Some(level) = level(t, rule.threshold, rule.clear, band) else {
                 return;
             };
             out.push(Obs {
@@ -314,11 +294,8 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, band: bool, out: &mut 
             let Some(util) = g.utilization.map(f64::from) else {
                 return;
             };
-            let level = if util <= rule.max_util {
-                Level::Active
-            } else if band && util <= rule.max_util + 5.0 {
-                Level::Band
-            } else {
+            // Idle is a threshold from above: at most max_util, clear 5 points over it.
+            let Some(level) = level(-util, -rule.max_util, IDLE_CLEAR, band) else {
                 return;
             };
             for p in &g.procs {
@@ -369,6 +346,22 @@ fn gpu(i: usize, rule: &Rule, h: &HostState, g: &GpuInfo, band: bool, out: &mut 
     }
 }
 
+/// How far over the clear level an idle GPU's utilization may rise while its idle_hog alert
+/// keeps firing (percentage points).
+const IDLE_CLEAR: f64 = 5.0;
+
+/// `value` against a threshold with hysteresis: at or over `threshold` is active; within
+/// `clear` under it is the band, which only matters where a record exists (`band`).
+fn level(value: f64, threshold: f64, clear: f64, band: bool) -> Option<Level> {
+    if value >= threshold {
+        Some(Level::Active)
+    } else if band && value >= threshold - clear {
+        Some(Level::Band)
+    } else {
+        None
+    }
+}
+
 /// An error that is not a lost GPU or a reading the driver never offers.
 fn gpu_error(g: &GpuInfo) -> bool {
     g.err_kind != ErrorKind::None as i32
@@ -392,11 +385,7 @@ fn disks(i: usize, rule: &Rule, h: &HostState, info: &HostInfo, band: bool, out:
         let Some(pct) = disk_percent(d.used, d.avail, d.total) else {
             continue;
         };
-        let level = if pct >= rule.threshold {
-            Level::Active
-        } else if band && pct >= rule.threshold - rule.clear {
-            Level::Band
-        } else {
+        let Some(level) = level(pct, rule.threshold, rule.clear, band) else {
             continue;
         };
         if !rule.scope.mounts.allows(&[&d.mount]) {
@@ -449,6 +438,19 @@ pub fn judgeable(hub: &Hub, rule: &Rule, r: &Record) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_have_a_band_under_the_threshold_only_where_tracked() {
+        assert_eq!(level(86.0, 85.0, 5.0, false), Some(Level::Active));
+        assert_eq!(level(85.0, 85.0, 5.0, false), Some(Level::Active));
+        assert_eq!(level(82.0, 85.0, 5.0, false), None);
+        assert_eq!(level(82.0, 85.0, 5.0, true), Some(Level::Band));
+        assert_eq!(level(79.0, 85.0, 5.0, true), None);
+        // Idle: 3 % is at most 5 %; 8 % is within the 5-point band; 11 % is busy.
+        assert_eq!(level(-3.0, -5.0, IDLE_CLEAR, true), Some(Level::Active));
+        assert_eq!(level(-8.0, -5.0, IDLE_CLEAR, true), Some(Level::Band));
+        assert_eq!(level(-11.0, -5.0, IDLE_CLEAR, true), None);
+    }
 
     #[test]
     fn disk_share_counts_reserved_blocks_as_used() {

@@ -134,6 +134,14 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// A hub running with `text` as its hub.toml (in a directory that lives as long as the third
+/// value): what most tests here start with.
+fn start(text: &str) -> (Hub, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), text);
+    (hub_with(&cfg, None), cfg, dir)
+}
+
 fn hub_with(cfg: &Path, data: Option<tempfile::TempDir>) -> Hub {
     Hub::start_with(HubOpts {
         extra: vec![
@@ -205,12 +213,7 @@ fn host_down_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_fires_once_after_for_and_resolves_once_when_back() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &host_down_config(&rx, &[("lab", "lab")], &["lab"], "1s"),
-    );
-    let hub = hub_with(&cfg, None);
+    let (hub, _cfg, _dir) = start(&host_down_config(&rx, &[("lab", "lab")], &["lab"], "1s"));
     let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
     let mut a = agent("a1", &hub.agent_url(), &scenario, "300ms");
     host_up(&hub, "a1").await;
@@ -270,12 +273,7 @@ async fn a_killed_agent_fires_once_after_for_and_resolves_once_when_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_restart_while_an_alert_fires_neither_repeats_nor_loses_it() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &host_down_config(&rx, &[("lab", "lab")], &["lab"], "1s"),
-    );
-    let hub = hub_with(&cfg, None);
+    let (hub, cfg, _dir) = start(&host_down_config(&rx, &[("lab", "lab")], &["lab"], "1s"));
     let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
     let mut a = agent("r1", &hub.agent_url(), &scenario, "300ms");
     host_up(&hub, "r1").await;
@@ -328,53 +326,22 @@ async fn a_host_that_never_returns_after_a_restart_still_fires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_hosts_going_down_at_once_make_a_digest_per_channel() {
-    use futures_util::SinkExt;
-    use hmonitor_proto::{agent_message, AgentMessage, GpuInfo, HostInfo, Snapshot};
-    use prost::Message;
-    use tokio_tungstenite::tungstenite::Message as Ws;
-
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &host_down_config(
-            &rx,
-            &[("lab", "lab"), ("ops", "ops")],
-            &["lab", "ops"],
-            "1s",
-        ),
-    );
-    let hub = hub_with(&cfg, None);
+    let (hub, _cfg, _dir) = start(&host_down_config(
+        &rx,
+        &[("lab", "lab"), ("ops", "ops")],
+        &["lab", "ops"],
+        "1s",
+    ));
     let mut conns = Vec::new();
     for h in 0..200 {
-        let id = format!("n{h:03}");
-        let mut ws = crate::harness::raw_agent(&hub, Some(crate::harness::TOKEN))
-            .await
-            .expect("connect");
-        ws.send(Ws::Binary(crate::harness::hello(&id).into()))
-            .await
-            .expect("hello");
-        let snap = AgentMessage {
-            msg: Some(agent_message::Msg::Snapshot(Snapshot {
-                seq: 1,
-                sample_ms: hmonitor_proto::unix_ms(std::time::SystemTime::now()),
-                info: Some(HostInfo {
-                    id: id.clone(),
-                    gpus: vec![GpuInfo {
-                        id: 0,
-                        uuid: format!("GPU-{h}"),
-                        utilization: Some(50),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                backfill: false,
-            })),
+        let gpu = hmonitor_proto::GpuInfo {
+            id: 0,
+            uuid: format!("GPU-{h}"),
+            utilization: Some(50),
+            ..Default::default()
         };
-        ws.send(Ws::Binary(snap.encode_to_vec().into()))
-            .await
-            .expect("snapshot");
-        conns.push(ws);
+        conns.push(crate::harness::raw_host(&hub, &format!("n{h:03}"), vec![gpu]).await);
     }
     eventually(Duration::from_secs(20), || {
         let hosts = hmonitor_testkit::http::get(hub.addr, "/api/hosts", &[]);
@@ -424,17 +391,12 @@ async fn two_hundred_hosts_going_down_at_once_make_a_digest_per_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_that_times_out_is_retried_and_does_not_delay_the_other() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &host_down_config(
-            &rx,
-            &[("slow", "slow"), ("fast", "fast")],
-            &["slow", "fast"],
-            "1s",
-        ),
-    );
-    let hub = hub_with(&cfg, None);
+    let (hub, _cfg, _dir) = start(&host_down_config(
+        &rx,
+        &[("slow", "slow"), ("fast", "fast")],
+        &["slow", "fast"],
+        "1s",
+    ));
     let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
     let mut a = agent("t1", &hub.agent_url(), &scenario, "300ms");
     host_up(&hub, "t1").await;
@@ -487,16 +449,13 @@ async fn a_channel_that_times_out_is_retried_and_does_not_delay_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_around_a_threshold_fires_once_and_resolves_once() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
-             [[alerts.rule]]\nkind = \"gpu_temp\"\nthreshold = 85\nclear = 5\nfor = \"0s\"\nnotify = [\"lab\"]\n",
-            rx.url("lab")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[alerts.rule]]\nkind = \"gpu_temp\"\nthreshold = 85\nclear = 5\nfor = \"0s\"\nnotify = [\"lab\"]\n",
+        rx.url("lab")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let temp = |t: u32| json!({ "gpus": [{ "name": "NVIDIA A100", "utilization_gpu": 50, "temperature": t }] });
     let scenario = Scenario::new(&temp(60));
     let _a = agent("f1", &hub.agent_url(), &scenario, "200ms");
@@ -520,20 +479,17 @@ async fn a_value_around_a_threshold_fires_once_and_resolves_once() {
 async fn an_idle_hog_is_told_to_its_owner_first_and_to_the_admins_after_escalation() {
     let rx = Receiver::start().await;
     let (_, me) = current_user();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n\
-             [[alerts.channel]]\nname = \"admins\"\nkind = \"webhook\"\nurl = \"{}\"\n\
-             [[alerts.channel]]\nname = \"owner\"\nkind = \"webhook\"\nurl = \"{}\"\n\
-             [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"10GiB\"\nmax_util = 5\nfor = \"1s\"\nescalate_after = \"3s\"\nnotify = [\"admins\"]\n\
-             [users.\"{me}\"]\nnotify = [\"owner\"]\n",
-            rx.url("admins"),
-            rx.url("owner")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n\
+         [[alerts.channel]]\nname = \"admins\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[alerts.channel]]\nname = \"owner\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"10GiB\"\nmax_util = 5\nfor = \"1s\"\nescalate_after = \"3s\"\nnotify = [\"admins\"]\n\
+         [users.\"{me}\"]\nnotify = [\"owner\"]\n",
+        rx.url("admins"),
+        rx.url("owner")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let job = Children::spawn(1);
     let pid = job.pids()[0];
     let hog = |procs: Value| {
@@ -610,15 +566,12 @@ async fn delete(url: &str, headers: &[(&str, &str)]) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpus_free_subscription_fires_once_when_they_free_and_can_be_cancelled() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n",
-            rx.url("lab")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("lab")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let gpus = |util: u32| {
         let list: Vec<Value> = [0, 1]
             .iter()
@@ -1090,16 +1043,13 @@ async fn e_mail_goes_over_starttls_with_a_password_from_a_file_to_admins_and_own
 async fn wait_notify_subscribes_the_caller_through_the_agent_and_tells_them_once() {
     let rx = Receiver::start().await;
     let (_, me) = current_user();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"mine\"\nkind = \"webhook\"\nurl = \"{}\"\n\
-             [users.\"{me}\"]\nnotify = [\"mine\"]\n",
-            rx.url("mine")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"mine\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         [users.\"{me}\"]\nnotify = [\"mine\"]\n",
+        rx.url("mine")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let gpu = |util: u32| {
         json!({ "gpus": [{ "name": "NVIDIA H200", "uuid": "GPU-notify", "memory_total": 150 * GIB,
                            "memory_used": 300u64 << 20, "utilization_gpu": util }] })
@@ -1164,16 +1114,13 @@ async fn wait_notify_subscribes_the_caller_through_the_agent_and_tells_them_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_a_channels_rate_limit_what_waits_goes_out_as_one_digest() {
     let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
-             rate_limit = \"1/6s\"\n[[alerts.rule]]\nkind = \"host_down\"\nfor = \"0s\"\nnotify = [\"lab\"]\n",
-            rx.url("lab")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n[[alerts.channel]]\nname = \"lab\"\nkind = \"webhook\"\nurl = \"{}\"\n\
+         rate_limit = \"1/6s\"\n[[alerts.rule]]\nkind = \"host_down\"\nfor = \"0s\"\nnotify = [\"lab\"]\n",
+        rx.url("lab")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
     let mut agents: Vec<_> = ["d1", "d2", "d3"]
         .iter()
@@ -1210,26 +1157,23 @@ async fn past_a_channels_rate_limit_what_waits_goes_out_as_one_digest() {
 async fn an_owner_is_mentioned_on_every_chat_channel_and_reached_on_ntfy_in_each_vendors_shape() {
     let rx = Receiver::start().await;
     let (_, me) = current_user();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "[alerts]\ninterval = \"200ms\"\n\
-             [[alerts.channel]]\nname = \"fs\"\nkind = \"feishu\"\nurl = \"{}\"\nsecret = \"s1\"\n\
-             [[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl = \"{}\"\n\
-             [[alerts.channel]]\nname = \"wx\"\nkind = \"wecom\"\nurl = \"{}\"\n\
-             [[alerts.channel]]\nname = \"sl\"\nkind = \"slack\"\nurl = \"{}\"\n\
-             [[alerts.channel]]\nname = \"nt\"\nkind = \"ntfy\"\nurl = \"{}\"\ntoken = \"tk_abc\"\n\
-             [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"1GiB\"\nfor = \"0s\"\nescalate_after = \"1h\"\n\
-             [users.\"{me}\"]\nfeishu = \"ou_me\"\ndingtalk = \"13800001111\"\nwecom = \"me_wx\"\nslack = \"U0ME\"\nntfy = \"my-gpus\"\n",
-            rx.url("fs"),
-            rx.url("ding"),
-            rx.url("wx"),
-            rx.url("sl"),
-            rx.url("lab-topic")
-        ),
+    let (hub, _cfg, _dir) = start(
+    &format!(
+        "[alerts]\ninterval = \"200ms\"\n\
+         [[alerts.channel]]\nname = \"fs\"\nkind = \"feishu\"\nurl = \"{}\"\nsecret = \"s1\"\n\
+         [[alerts.channel]]\nname = \"ding\"\nkind = \"dingtalk\"\nurl = \"{}\"\n\
+         [[alerts.channel]]\nname = \"wx\"\nkind = \"wecom\"\nurl = \"{}\"\n\
+         [[alerts.channel]]\nname = \"sl\"\nkind = \"slack\"\nurl = \"{}\"\n\
+         [[alerts.channel]]\nname = \"nt\"\nkind = \"ntfy\"\nurl = \"{}\"\ntoken = \"tk_abc\"\n\
+         [[alerts.rule]]\nkind = \"idle_hog\"\nmin_mem = \"1GiB\"\nfor = \"0s\"\nescalate_after = \"1h\"\n\
+         [users.\"{me}\"]\nfeishu = \"ou_me\"\ndingtalk = \"13800001111\"\nwecom = \"me_wx\"\nslack = \"U0ME\"\nntfy = \"my-gpus\"\n",
+        rx.url("fs"),
+        rx.url("ding"),
+        rx.url("wx"),
+        rx.url("sl"),
+        rx.url("lab-topic")
+    ),
     );
-    let hub = hub_with(&cfg, None);
     let job = Children::spawn(1);
     let pid = job.pids()[0];
     let scenario = Scenario::new(

@@ -487,10 +487,7 @@ fn bad_input_and_unreachable_parts_are_named() {
 /// hub (no agent on this host) lists all 480 GPUs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_covers_sixty_hosts() {
-    use futures_util::SinkExt;
-    use hmonitor_proto::{agent_message, AgentMessage, GpuInfo, HostInfo, Snapshot};
-    use prost::Message;
-    use tokio_tungstenite::tungstenite::Message as Ws;
+    use hmonitor_proto::GpuInfo;
 
     let hub = Hub::start_with(HubOpts {
         extra: vec!["--viewer-token".into(), "view-tok".into()],
@@ -499,12 +496,6 @@ async fn status_json_covers_sixty_hosts() {
     let mut conns = Vec::new();
     for h in 0..60 {
         let id = format!("node-{h:02}");
-        let mut ws = crate::harness::raw_agent(&hub, Some(crate::harness::TOKEN))
-            .await
-            .expect("connect");
-        ws.send(Ws::Binary(crate::harness::hello(&id).into()))
-            .await
-            .expect("hello");
         let gpus = (0..8)
             .map(|i| GpuInfo {
                 id: i,
@@ -516,23 +507,7 @@ async fn status_json_covers_sixty_hosts() {
                 ..Default::default()
             })
             .collect();
-        let snap = AgentMessage {
-            msg: Some(agent_message::Msg::Snapshot(Snapshot {
-                seq: 1,
-                sample_ms: hmonitor_proto::unix_ms(std::time::SystemTime::now()),
-                info: Some(HostInfo {
-                    id: id.clone(),
-                    hostname: id.clone(),
-                    gpus,
-                    ..Default::default()
-                }),
-                backfill: false,
-            })),
-        };
-        ws.send(Ws::Binary(snap.encode_to_vec().into()))
-            .await
-            .expect("snapshot");
-        conns.push(ws);
+        conns.push(crate::harness::raw_host(&hub, &id, gpus).await);
     }
     let hub_url = hub.agent_url();
     let out = tokio::task::spawn_blocking(move || {

@@ -321,3 +321,35 @@ pub async fn close_reason(
     }
     String::new()
 }
+
+/// A raw agent connection for `id` that has sent its hello and one snapshot of `gpus`: a host
+/// the hub shows as up for as long as the connection is open.
+pub async fn raw_host(
+    hub: &Hub,
+    id: &str,
+    gpus: Vec<hmonitor_proto::GpuInfo>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    use hmonitor_proto::{HostInfo, Snapshot};
+    let mut ws = raw_agent(hub, Some(TOKEN)).await.expect("connect");
+    ws.send(WsMessage::Binary(hello(id).into()))
+        .await
+        .expect("hello");
+    let snap = AgentMessage {
+        msg: Some(agent_message::Msg::Snapshot(Snapshot {
+            seq: 1,
+            sample_ms: hmonitor_proto::unix_ms(std::time::SystemTime::now()),
+            info: Some(HostInfo {
+                id: id.to_owned(),
+                hostname: id.to_owned(),
+                gpus,
+                ..Default::default()
+            }),
+            backfill: false,
+        })),
+    };
+    ws.send(WsMessage::Binary(snap.encode_to_vec().into()))
+        .await
+        .expect("snapshot");
+    ws
+}
