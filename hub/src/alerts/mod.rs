@@ -687,8 +687,11 @@ impl Alerts {
         };
         let ok = admin
             || token.is_some_and(|t| {
-                let h = hash(t);
-                subtle::ConstantTimeEq::ct_eq(h.as_bytes(), subs[pos].cancel_hash.as_bytes()).into()
+                // Through the one auth module: constant time, as for every token.
+                hmonitor_common::auth::token_matches(
+                    hash(t).as_bytes(),
+                    subs[pos].cancel_hash.as_bytes(),
+                )
             });
         if !ok {
             return Err(AlertsError::Forbidden);
