@@ -14,7 +14,7 @@
 // in sessionStorage only (gone with the tab), sent as a Bearer on admin routes only, never in a
 // URL.
 
-import { el, txt } from "./dom";
+import { el, txt, whileVisible } from "./dom";
 import { bytes, duration } from "./fmt";
 
 /** How often the panel asks, while the page is visible. */
@@ -851,17 +851,8 @@ export function installAlerts(root: HTMLElement, me: () => string = () => ""): A
     if ((root as HTMLDetailsElement).open) void refresh();
   });
 
-  let timer: ReturnType<typeof setInterval> | undefined;
-  const visible = () => {
-    clearInterval(timer);
-    timer = undefined;
-    if (document.visibilityState !== "visible") return;
-    void refresh();
-    timer = setInterval(() => void refresh(), REFRESH_MS);
-  };
-  document.addEventListener("visibilitychange", visible);
   draw();
-  visible();
+  whileVisible(refresh, REFRESH_MS);
 
   return { refresh };
 }

@@ -65,3 +65,20 @@ export function bar(e: HTMLElement, fill: HTMLElement, frac: number | undefined,
   cls(e, warnAt !== undefined && frac >= warnAt ? "bar warn" : "bar");
   width(fill, `${w.toFixed(1)}%`);
 }
+
+/**
+ * Calls `f` now and every `ms` while the page is visible, and again as soon as it is visible
+ * again: a hidden tab asks nothing (the panels' refresh loops).
+ */
+export function whileVisible(f: () => Promise<void>, ms: number) {
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const visible = () => {
+    clearInterval(timer);
+    timer = undefined;
+    if (document.visibilityState !== "visible") return;
+    void f();
+    timer = setInterval(() => void f(), ms);
+  };
+  document.addEventListener("visibilitychange", visible);
+  visible();
+}

@@ -6,7 +6,7 @@
 //
 // Host and user names are untrusted (an agent names its own host): text nodes only.
 
-import { el } from "./dom";
+import { el, whileVisible } from "./dom";
 import { bytes, heldBy } from "./fmt";
 import type { Thresholds } from "./model";
 
@@ -245,16 +245,7 @@ export function installFreeNow(root: HTMLElement, thresholds: () => Thresholds):
     }
   };
 
-  let timer: ReturnType<typeof setInterval> | undefined;
-  const visible = () => {
-    clearInterval(timer);
-    timer = undefined;
-    if (document.visibilityState !== "visible") return;
-    void refresh();
-    timer = setInterval(() => void refresh(), REFRESH_MS);
-  };
-  document.addEventListener("visibilitychange", visible);
-  visible();
+  whileVisible(refresh, REFRESH_MS);
 
   return { rethreshold: render, refresh };
 }

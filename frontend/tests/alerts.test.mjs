@@ -10,9 +10,9 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import WebSocket from "ws";
 import { bundleForNode, src } from "./bundle.mjs";
-import { AGENT_TOKEN, artifacts, launch, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
+import { api, artifacts, launch, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
+import { bundleContract, rawAgent } from "./rawagent.mjs";
 
 const GiB = 1024 ** 3;
 const H200 = 150754820096;
@@ -22,40 +22,13 @@ const EVIL_HOST = "<img src=x onerror=window.__xss=1>";
 let pb, done;
 
 before(async () => {
-  ({ m: pb, done } = await bundleForNode(
-    "alerts-test",
-    `export * from ${JSON.stringify(join(src, "gen/gpu_pb.ts"))};
-export { create, toBinary } from "@bufbuild/protobuf";
-`,
-  ));
+  ({ m: pb, done } = await bundleContract("alerts-test"));
 });
 after(() => done?.());
 
 /** A GPU of `host`: busy at `util` % with `used` bytes in use. */
 function gpu(host, id, util, used) {
   return { id, name: "NVIDIA H200", uuid: `GPU-${host}-${id}-0000-0000-000000000000`, memTotal: BigInt(H200), memUsed: BigInt(used), utilization: util, temp: 40 };
-}
-
-/**
- * A raw agent for `id` sending a snapshot of `gpus()` (GPUInfo fields) every 300 ms; resolves
- * once its socket is open.
- */
-async function rawAgent(hub, id, gpus) {
-  const ws = new WebSocket(`ws://${hub.addr}/api/agent`, { headers: { authorization: `Bearer ${AGENT_TOKEN}` } });
-  await new Promise((ok, fail) => { ws.on("open", ok); ws.on("error", fail); });
-  const { create, toBinary, AgentMessageSchema } = pb;
-  const send = (msg) => ws.send(toBinary(AgentMessageSchema, create(AgentMessageSchema, { msg })));
-  send({ case: "hello", value: { protocolVersion: 1, hostId: id, hostname: id, intervalMs: 300 } });
-  let seq = 0n;
-  const frame = () => {
-    seq += 1n;
-    const now = BigInt(Date.now());
-    send({ case: "snapshot", value: { seq, sampleMs: now, info: { id, hostname: id, timestampMs: now, gpus: gpus() } } });
-  };
-  frame();
-  const timer = setInterval(frame, 300);
-  ws.on("close", () => clearInterval(timer));
-  return { close: () => { clearInterval(timer); ws.close(); } };
 }
 
 /** The webhook target: every POST's path and JSON body, in order. */
@@ -78,20 +51,6 @@ async function receiver() {
   });
   await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
   return { hits, url: (p) => `http://127.0.0.1:${server.address().port}${p}`, close: () => new Promise((ok) => server.close(ok)) };
-}
-
-async function api(hub, path, { token = VIEWER_TOKEN, method = "GET", body } = {}) {
-  const headers = token ? { authorization: `Bearer ${token}` } : {};
-  if (body !== undefined) headers["content-type"] = "application/json";
-  const r = await fetch(hub.url(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* text */
-  }
-  return { status: r.status, body: json ?? text };
 }
 
 describe("the panel's helpers", () => {
@@ -157,8 +116,8 @@ notify = ["lab"]
 notify = ["lab"]
 `);
     hub = await startHub({ extra: ["--config", cfg, "--admin-token", ADMIN_TOKEN, "--free-settle", "0"] });
-    gone = await rawAgent(hub, "gone", () => [gpu("gone", 0, 0, 2 * 1024 * 1024)]);
-    busy = await rawAgent(hub, "busy", () => busyGpus());
+    gone = await rawAgent(pb, hub, "gone", () => [gpu("gone", 0, 0, 2 * 1024 * 1024)]);
+    busy = await rawAgent(pb, hub, "busy", () => busyGpus());
     browser = await launch();
     const context = await browser.newContext({ viewport: { width: 1300, height: 1000 } });
     page = await context.newPage();
@@ -455,7 +414,7 @@ notify = ["lab"]
   });
 
   test("a host name with markup is shown as text, never run", async () => {
-    const evil = await rawAgent(hub, EVIL_HOST, () => [gpu("x", 0, 0, 0)]);
+    const evil = await rawAgent(pb, hub, EVIL_HOST, () => [gpu("x", 0, 0, 0)]);
     await until("the evil host", async () => (await api(hub, "/api/gpus")).body.gpus?.some((g) => g.host === EVIL_HOST));
     evil.close();
     await until("its alert in the panel", async () =>

@@ -8,9 +8,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import WebSocket from "ws";
-import { bundleForNode, src } from "./bundle.mjs";
-import { AGENT_TOKEN, artifacts, launch, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
+import { api, artifacts, launch, startHub, until, VIEWER_TOKEN } from "./harness.mjs";
+import { bundleContract, rawAgent } from "./rawagent.mjs";
 
 const GiB = 1024 ** 3;
 const H200 = 150754820096;
@@ -20,45 +19,13 @@ const COMPUTE = 1; // ProcKind.COMPUTE
 let pb, done;
 
 before(async () => {
-  ({ m: pb, done } = await bundleForNode(
-    "freenow-test",
-    `export * from ${JSON.stringify(join(src, "gen/gpu_pb.ts"))};
-export { create, toBinary } from "@bufbuild/protobuf";
-`,
-  ));
+  ({ m: pb, done } = await bundleContract("freenow-test"));
 });
 after(() => done?.());
 
 /** An idle GPU of `host`. */
 function idle(host, id) {
   return { id, name: "NVIDIA H200", uuid: `GPU-${host}-${id}-0000-0000-000000000000`, memTotal: BigInt(H200), memUsed: 2n * 1024n * 1024n, utilization: 0, temp: 33 };
-}
-
-/**
- * A raw agent for `id` sending a snapshot of `gpus()` (GPUInfo fields) every 300 ms; resolves
- * once the hub has accepted it.
- */
-async function rawAgent(hub, id, gpus) {
-  const ws = new WebSocket(`ws://${hub.addr}/api/agent`, { headers: { authorization: `Bearer ${AGENT_TOKEN}` } });
-  await new Promise((ok, fail) => { ws.on("open", ok); ws.on("error", fail); });
-  const { create, toBinary, AgentMessageSchema } = pb;
-  const send = (msg) => ws.send(toBinary(AgentMessageSchema, create(AgentMessageSchema, { msg })));
-  send({ case: "hello", value: { protocolVersion: 1, hostId: id, hostname: id, intervalMs: 300 } });
-  let seq = 0n;
-  const frame = () => {
-    seq += 1n;
-    const now = BigInt(Date.now());
-    send({ case: "snapshot", value: { seq, sampleMs: now, info: { id, hostname: id, timestampMs: now, gpus: gpus() } } });
-  };
-  frame();
-  const timer = setInterval(frame, 300);
-  ws.on("close", () => clearInterval(timer));
-  return { close: () => { clearInterval(timer); ws.close(); } };
-}
-
-async function api(hub, path, token = VIEWER_TOKEN) {
-  const r = await fetch(hub.url(path), { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  return { status: r.status, body: r.status === 200 ? await r.json() : await r.text() };
 }
 
 describe("free GPUs: the hub's verdict, the Free now panel and the cards", () => {
@@ -94,8 +61,8 @@ describe("free GPUs: the hub's verdict, the Free now panel and the cards", () =>
 
   before(async () => {
     hub = await startHub({ extra: ["--free-settle", "0"] });
-    a = await rawAgent(hub, "a", hostA);
-    b = await rawAgent(hub, "b", () => hostB());
+    a = await rawAgent(pb, hub, "a", hostA);
+    b = await rawAgent(pb, hub, "b", () => hostB());
     browser = await launch();
     context = await browser.newContext({ viewport: { width: 1400, height: 1100 } });
     page = await context.newPage();
@@ -112,7 +79,7 @@ describe("free GPUs: the hub's verdict, the Free now panel and the cards", () =>
 
   test("GET /api/gpus: only free GPUs with free=1, held and busy ones with their reason", async () => {
     await until("both hosts' GPUs", async () => (await api(hub, "/api/gpus")).body.gpus?.length === 6);
-    assert.equal((await api(hub, "/api/gpus?free=1", null)).status, 401, "behind the viewer gate");
+    assert.equal((await api(hub, "/api/gpus?free=1", { token: null })).status, 401, "behind the viewer gate");
     const free = (await api(hub, "/api/gpus?free=1&settle=0")).body;
     assert.ok(free.generated_ms > 0);
     assert.deepEqual(free.gpus.map((r) => `${r.host}/${r.index}`).sort(), ["a/0", "b/0", "b/1"]);
@@ -233,7 +200,7 @@ describe("untrusted names in the Free now panel", () => {
 
   before(async () => {
     hub = await startHub({ extra: ["--free-settle", "0"] });
-    agent = await rawAgent(hub, EVIL_HOST, () => [
+    agent = await rawAgent(pb, hub, EVIL_HOST, () => [
       { ...idle("x", 0), name: "<b>H200</b>" },
       { ...idle("x", 1), hold: { uid: 7, username: EVIL_USER, sinceMs: BigInt(Date.now()), untilMs: BigInt(Date.now() + 600000) } },
     ]);
@@ -280,7 +247,7 @@ describe("settling GPUs: idle, but not for the hub's whole settle time yet", () 
   before(async () => {
     hub = await startHub();
     // 0 idle (settling), 1 running bob's job, 2 idle but held by alice.
-    agent = await rawAgent(hub, "s", () => [
+    agent = await rawAgent(pb, hub, "s", () => [
       idle("s", 0),
       { ...idle("s", 1), memUsed: BigInt(5 * GiB), utilization: 87,
         procs: [{ pid: 4242, uid: 1001, username: "bob", basename: "train.py", mem: BigInt(5 * GiB), kind: COMPUTE, expiration: 600n }] },

@@ -171,3 +171,21 @@ export async function until(what, f, ms = 15000) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Asks the hub's HTTP API (as the viewer unless told; `token: null` sends none), with `body` as
+ * JSON; the answer's body is its JSON where it parses, else its text.
+ */
+export async function api(hub, path, { token = VIEWER_TOKEN, method = "GET", body } = {}) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const r = await fetch(hub.url(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* text */
+  }
+  return { status: r.status, body: json ?? text };
+}

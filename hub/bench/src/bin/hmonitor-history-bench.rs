@@ -100,13 +100,17 @@ fn record(rng: &mut Rng, host: &str, t: i64, gpus: u32) -> Record {
                 user: "alice".into(),
                 gpus: held.div_ceil(2),
                 gpu_mem: 40 * GIB,
-                ..Default::default()
+                idle_gpus: held.div_ceil(2) / 2,
+                util_sum: Some(f64::from(held.div_ceil(2)) * 45.0),
+                power_w: Some(f64::from(held.div_ceil(2)) * 350.0),
             },
             UserRec {
                 user: "bob".into(),
                 gpus: held / 2,
                 gpu_mem: 20 * GIB,
-                ..Default::default()
+                idle_gpus: 0,
+                util_sum: Some(f64::from(held / 2) * 80.0),
+                power_w: Some(f64::from(held / 2) * 600.0),
             },
         ],
         gpus,
