@@ -204,6 +204,7 @@ impl Alerts {
                 }
             }
         }
+        let mut said: Option<(String, std::time::Instant)> = None;
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -213,10 +214,25 @@ impl Alerts {
                 () = &mut stop => break,
             }
             let (me, hub) = (self.clone(), hub.clone());
-            match tokio::task::spawn_blocking(move || me.cycle(&hub)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("alerts: {e}"),
-                Err(e) => tracing::error!("alerts: evaluation failed: {e}"),
+            let failed = match tokio::task::spawn_blocking(move || me.cycle(&hub)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("evaluation failed: {e}")),
+            };
+            // Said when it starts, changes or ends, and once a minute while it lasts: not
+            // every second.
+            match (failed, &said) {
+                (Some(e), Some((last, at)))
+                    if *last == e && at.elapsed() < Duration::from_secs(60) => {}
+                (Some(e), _) => {
+                    tracing::error!("alerts: {e}");
+                    said = Some((e, std::time::Instant::now()));
+                }
+                (None, Some(_)) => {
+                    tracing::info!("alerts: evaluating and storing again");
+                    said = None;
+                }
+                (None, None) => {}
             }
         }
         self.outboxes
@@ -285,22 +301,16 @@ impl Alerts {
         let mut batch = Batch::default();
         let mut step = step;
         let done = self.check_subscriptions(hub, now, &mut batch, &mut step.log);
-        {
+        // Stored before anything is sent: a crash now repeats nothing already sent. A store
+        // that cannot write (disk full) does not silence the alerts: they are sent anyway
+        // (what was told is known in memory; only a restart meanwhile could repeat one).
+        let stored = (|| -> Result<(), AlertsError> {
             let mut store = lock(&self.store);
             if !step.is_empty() || !new_hosts.is_empty() {
-                // Stored before anything is sent: a crash now repeats nothing already sent.
                 store.apply(&step, &new_hosts, now)?;
             }
             for id in &done {
                 store.remove_subscription(*id)?;
-            }
-            // Off the list only once the log says it was told: a page asking in between
-            // sees it waiting or told, never vanished.
-            if !done.is_empty() {
-                self.subs
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .retain(|s| !done.contains(&s.id));
             }
             if silences.iter().any(|s| s.until_ms <= now) {
                 store.expire_silences(now)?;
@@ -309,13 +319,23 @@ impl Alerts {
                     .unwrap_or_else(PoisonError::into_inner)
                     .retain(|s| s.until_ms > now);
             }
+            Ok(())
+        })();
+        // Off the list once the log says it was told (a page asking in between sees it
+        // waiting or told, never vanished), and whatever the store said: a subscription is
+        // told once.
+        if !done.is_empty() {
+            self.subs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|s| !done.contains(&s.id));
         }
         if let Some(f) = firing {
             *self.firing.write().unwrap_or_else(PoisonError::into_inner) = f;
         }
         batch.notices(cfg, step.notices);
         self.send(batch);
-        Ok(())
+        stored
     }
 
     fn send(&self, batch: Batch) {

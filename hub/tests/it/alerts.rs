@@ -1243,3 +1243,31 @@ async fn an_owner_is_mentioned_on_every_chat_channel_and_reached_on_ntfy_in_each
     );
     drop(job);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_write_does_not_silence_the_alerts() {
+    let rx = Receiver::start().await;
+    let (hub, _cfg, _dir) = start(&host_down_config(&rx, &[("lab", "lab")], &["lab"], "1s"));
+    let scenario = Scenario::new(&one_gpu("NVIDIA A100", 0));
+    let mut a = agent("x1", &hub.agent_url(), &scenario, "300ms");
+    host_up(&hub, "x1").await;
+    // Break the store under the running hub: every write of a transition now fails.
+    let db = rusqlite::Connection::open(hub.data.path().join("alerts.db")).expect("open");
+    db.execute_batch("DROP TABLE alert_log").expect("drop");
+    drop(db);
+    a.kill();
+    let hits = rx.wait("lab", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].body["host"], "x1");
+    assert_eq!(hits[0].body["state"], "firing");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        rx.hits("lab").len(),
+        1,
+        "told once, not once per failed write"
+    );
+    assert!(
+        !hub.proc.lines("alerts: alerts database").is_empty(),
+        "the failure is logged: {}",
+        hub.proc.whole_log()
+    );
+}
