@@ -172,7 +172,10 @@ fn judge_host(
 ) {
     let up = h.status == HostStatus::Up as i32;
     if rule.kind == RuleKind::HostDown {
-        if !up {
+        // Connected (it has an address) but its first report not in yet: it is arriving, not
+        // down. Seen on a loaded machine as a false "never reported" with `for = "0s"`.
+        let arriving = h.status == HostStatus::NeverSeen as i32 && !h.addr.is_empty();
+        if !up && !arriving {
             let since = if h.last_seen_ms == 0 {
                 started_ms
             } else {
