@@ -644,9 +644,10 @@ impl Alerts {
                 ));
             }
         }
-        if s.by.len() > 200 || s.by.chars().any(char::is_control) {
+        // Room for "user@<128-byte host id> (hmonitor wait --notify)".
+        if s.by.len() > 256 || s.by.chars().any(char::is_control) {
             return Err(AlertsError::Invalid(
-                "by: at most 200 printable characters".to_owned(),
+                "by: at most 256 printable characters".to_owned(),
             ));
         }
         match &s.target {

@@ -1055,20 +1055,8 @@ async fn wait_notify_subscribes_the_caller_through_the_agent_and_tells_them_once
                            "memory_used": 300u64 << 20, "utilization_gpu": util }] })
     };
     let scenario = Scenario::new(&gpu(95));
-    let sock = tempfile::tempdir().expect("tempdir");
-    let state = tempfile::tempdir().expect("tempdir");
-    let socket = sock.path().join("agent.sock");
-    let _a = agent_with(
-        "w1",
-        &hub.agent_url(),
-        &scenario,
-        "300ms",
-        crate::harness::TOKEN,
-        &[
-            ("HMON_SOCKET", socket.to_str().expect("utf-8")),
-            ("HMON_STATE_DIR", state.path().to_str().expect("utf-8")),
-        ],
-    );
+    let a = crate::harness::agent_with_socket("w1", &hub.agent_url(), &scenario);
+    let socket = a.socket.clone();
     host_up(&hub, "w1").await;
     let cli = move |args: &[&str]| {
         let mut c = clean(Command::new(crate::harness::agent_bin()));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{agent_bin, agent_with, clean, eventually, Hub, HubOpts, Scenario};
+use crate::harness::{agent_bin, clean, eventually, Hub, HubOpts, Scenario};
 use hmonitor_testkit::Children;
 
 const GIB: u64 = 1 << 30;
@@ -51,10 +51,8 @@ fn scenario(gpus: Vec<Value>) -> Value {
 /// A hub (free verdicts without settle time) and one agent with its CLI socket.
 struct Host {
     hub: Hub,
-    _agent: hmonitor_testkit::Proc,
+    agent: crate::harness::SocketAgent,
     scenario: Scenario,
-    sock_dir: tempfile::TempDir,
-    _state: tempfile::TempDir,
 }
 
 impl Host {
@@ -64,26 +62,11 @@ impl Host {
             ..HubOpts::default()
         });
         let scenario = Scenario::new(s);
-        let sock_dir = tempfile::tempdir().expect("tempdir");
-        let state = tempfile::tempdir().expect("tempdir");
-        let socket = sock_dir.path().join("agent.sock");
-        let agent = agent_with(
-            id,
-            &hub.agent_url(),
-            &scenario,
-            "300ms",
-            crate::harness::TOKEN,
-            &[
-                ("HMON_SOCKET", socket.to_str().expect("utf-8")),
-                ("HMON_STATE_DIR", state.path().to_str().expect("utf-8")),
-            ],
-        );
+        let agent = crate::harness::agent_with_socket(id, &hub.agent_url(), &scenario);
         let host = Self {
             hub,
-            _agent: agent,
+            agent,
             scenario,
-            sock_dir,
-            _state: state,
         };
         // Ready once the agent's socket is there and the hub has its first report.
         let n = s["gpus"].as_array().map_or(0, Vec::len);
@@ -95,7 +78,7 @@ impl Host {
     }
 
     fn socket(&self) -> PathBuf {
-        self.sock_dir.path().join("agent.sock")
+        self.agent.socket.clone()
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -368,8 +351,11 @@ fn another_user_cannot_release_a_hold_nor_use_a_closed_socket() {
     }
     let host = Host::start("perm-a", &scenario(vec![gpu(0, |_| {})]));
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(host.sock_dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        host.agent.socket.parent().expect("socket dir"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let o = host.cli(&["hold", "--settle", "0", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let bin_dir = tempfile::tempdir().expect("tempdir");
@@ -397,8 +383,11 @@ fn another_user_cannot_release_a_hold_nor_use_a_closed_socket() {
     assert!(host.free(&[]).is_empty());
 
     // A socket the caller may not open: told so, with the path.
-    std::fs::set_permissions(host.sock_dir.path(), std::fs::Permissions::from_mode(0o700))
-        .expect("chmod");
+    std::fs::set_permissions(
+        host.agent.socket.parent().expect("socket dir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
     let o = as_nobody(&["hold", "0"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);

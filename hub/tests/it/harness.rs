@@ -353,3 +353,33 @@ pub async fn raw_host(
         .expect("snapshot");
     ws
 }
+
+/// An agent with its CLI socket and state directory, each in a directory of its own.
+pub struct SocketAgent {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Starts an agent pushing to `hub_url` as `id` with a CLI socket (`hmonitor free`, `wait`…).
+pub fn agent_with_socket(id: &str, hub_url: &str, scenario: &Scenario) -> SocketAgent {
+    let sock = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let socket = sock.path().join("agent.sock");
+    let proc = agent_with(
+        id,
+        hub_url,
+        scenario,
+        "300ms",
+        TOKEN,
+        &[
+            ("HMON_SOCKET", socket.to_str().expect("utf-8")),
+            ("HMON_STATE_DIR", state.path().to_str().expect("utf-8")),
+        ],
+    );
+    SocketAgent {
+        proc,
+        socket,
+        _dirs: (sock, state),
+    }
+}
